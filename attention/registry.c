@@ -1,0 +1,13 @@
+/* registry.c - every attention mechanism, by YAML name. Adding a mechanism: one file under
+ * attention/ exporting `const attn_ops attn_<name>;` and one line in each list below. */
+#include "attention.h"
+
+extern const attn_ops attn_softmax;
+/* @extern-end (new mechanisms: add an extern line above this marker) */
+
+const attn_ops *const attn_registry[] = {
+    &attn_softmax,
+    /* @list-end (new mechanisms: add a line above this marker) */
+};
+
+const int attn_registry_count = (int)(sizeof attn_registry / sizeof attn_registry[0]);
