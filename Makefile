@@ -29,7 +29,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps check-deps install uninstall clean check-asan bench help
+.PHONY: all run test deps check-deps install uninstall clean check-asan bench docs help
 .DEFAULT_GOAL := all
 
 all: check-deps $(BIN)
@@ -40,6 +40,7 @@ help:
 	@echo "make test       build and run the whole test suite"
 	@echo "make check-asan run the tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make bench      throughput/memory benchmark (lra bench)"
+	@echo "make docs       regenerate the README configuration reference from the registries"
 	@echo "make deps       install the Debian packages the build needs (needs root)"
 	@echo "make install    install lra to PREFIX=$(PREFIX)"
 	@echo "make clean      remove build outputs"
@@ -98,6 +99,9 @@ test: all $(TEST_BIN)
 
 bench: all
 	./$(BIN) bench
+
+docs: all
+	sh scripts/update-readme-reference.sh $(BIN)
 
 # Sanitizers: a separate build tree, so the normal build is untouched.
 check-asan:

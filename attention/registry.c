@@ -3,10 +3,16 @@
 #include "attention.h"
 
 extern const attn_ops attn_softmax;
+extern const attn_ops attn_reformer;
+extern const attn_ops attn_sinkhorn;
+extern const attn_ops attn_synthesizer;
 /* @extern-end (new mechanisms: add an extern line above this marker) */
 
 const attn_ops *const attn_registry[] = {
     &attn_softmax,
+    &attn_reformer,
+    &attn_sinkhorn,
+    &attn_synthesizer,
     /* @list-end (new mechanisms: add a line above this marker) */
 };
 

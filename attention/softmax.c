@@ -5,8 +5,10 @@
  *                FlashAttention, Dao et al., arXiv:2205.14135, Alg. 1; reference/attention.md
  *                §1.3-1.4). The cache is the row log-sum-exp L (B,H,N): memory linear in N. The
  *                backward recomputes scores tile by tile from L.
- *  materialized  the LRA-paper baseline: the forward stores the probabilities P (B,H,N,Nk) in the
- *                cache (cache_bytes is quadratic in N) and the backward is the dense one reading P.
+ *  materialized  the LRA-paper baseline: the forward stores the probabilities P, B*H*N*Nk floats,
+ *                in the cache (cache_bytes is quadratic in N; stored per head as P^T, (Nk, N), so
+ *                the query dimension is contiguous like in the kernels), and the backward is the
+ *                dense one reading P instead of recomputing it.
  *
  * Glossary: B batch, H heads, N query length, Nk key length (Nk >= N), Dh head size,
  * Dp = Dh rounded up to a kernel width (16, 32, 64, 128, else a multiple of 64),
@@ -16,9 +18,11 @@
  * Kernel layout. Dh is small (16-64) in LRA, so the long dimension of every tile product is the
  * query tile: scores are held transposed, ST[c][r] = k_c . (s q_r) (BC x BR), and every
  * elementwise softmax step (running max, exp, row sums, rescaling) is a plain loop over the BR
- * query lanes with no horizontal reductions. All products are one kernel, mm_acc(), an
- * outer-product accumulation with a register-blocked accumulator that GCC -O3 vectorises.
- * exp is lra_expf() from fastmath.h, the same function in the forward and the recompute.
+ * query lanes with no horizontal reductions (GCC -O3 vectorises them). All tile products are one
+ * kernel, mm_acc(), an outer-product accumulation with a register-blocked accumulator. exp is
+ * lra_expf() from fastmath.h, the same function in the forward and the recompute. Tiles are
+ * 64 x 64 (measured: 32/128 are no faster at Dh 16-64 on AVX-512, and 64 keeps padding waste low
+ * at short N). Work units are (b, h, tile), so B*H*ceil(N/64) of them in the forward.
  *
  * Backward (§1.2 identities, D_i = dO_i . O_i):
  *   dV = P~^T dO,  dP~ = dO V^T,  dS = P o (dP~ o Z/(1-p) - D),  dQ = s dS K,  dK = s dS^T Q.
@@ -77,10 +81,12 @@ static int sm_dpad(int dh) {
  *
  * Written with GCC vector extensions so that the register blocking is explicit: an RB x CW block
  * of C stays in RB * CW/VL vector registers while t runs (plain loops left GCC 12 storing the
- * accumulator to memory on every t). The multiply-add is fmaf() lane by lane, which GCC emits as
- * one vector FMA (the project compiles with -std=c11, where a*b+c is never contracted). The sum
- * over t runs in increasing t, so every result depends only on the data. W must be a multiple of
- * CW, CW of VL, and M of RB; all three are compile-time constants after inlining. */
+ * accumulator to memory on every t: 2 GFLOP/s instead of ~90). The multiply-add is an explicit
+ * vector FMA where the target has one (-std=c11 never contracts a*b+c), else a multiply and an
+ * add; the portable branch is what -O1 sanitizer builds without -march run. The sum over t runs in
+ * increasing t, so every result depends only on the data, never on threads. W must be a multiple
+ * of CW, CW of VL, and M of RB; all are compile-time constants after inlining (except for the
+ * generic Dp > 128 instance, which is correct but slower). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define VL 16       /* floats per vector register */
@@ -149,20 +155,27 @@ typedef struct {
 } sm_ctx;
 
 typedef struct {
-    float *qsT;  /* (Dp, BR)  s * Q_I transposed, zero padded */
-    float *qs;   /* (BR, Dp)  s * Q_I */
-    float *doT;  /* (Dp, BR)  dO_I transposed */
-    float *dor;  /* (BR, Dp)  dO_I */
+    float *qsT;  /* (Dp, BR)  s * Q_I transposed, zero padded (forward) */
+    float *qs;   /* (BR, Dp)  s * Q_I (forward) */
     float *kr;   /* (BC, Dp)  K_J */
     float *vr;   /* (BC, Dp)  V_J */
     float *st;   /* (BC, BR)  scores / probabilities, transposed */
     float *dpt;  /* (BC, BR)  dP / dS, transposed */
+    float *zt;   /* (BC, BR)  dropout keep-scales, transposed */
     float *acc;  /* (Dp, BR)  O_I^T accumulator (forward), dQ_I^T (backward pass B) */
     float *dka;  /* (BC, Dp)  dK_J accumulator */
     float *dva;  /* (BC, Dp)  dV_J accumulator */
-    float *m, *ms, *alpha, *lsum, *lse, *dd, *mx; /* (BR) */
+    float *m, *ms, *alpha, *lsum, *mx; /* (BR) */
     double *l;   /* (BR) running softmax denominators */
     uint8_t *dead; /* (BC) key column masked (padding or past Nk) */
+    /* Backward query-side inputs of one head, prepared once per unit, tile `it` at offset
+     * it * BR * Dp (matrices) or it * BR (vectors): */
+    float *hqsT; /* (nI, Dp, BR)  s * Q transposed */
+    float *hqs;  /* (nI, BR, Dp)  s * Q */
+    float *hdoT; /* (nI, Dp, BR)  dO transposed */
+    float *hdo;  /* (nI, BR, Dp)  dO */
+    float *hlse; /* (Npad)  L, +inf on padding rows (tiled) */
+    float *hdd;  /* (Npad)  D = dO . O, 0 on padding rows */
     float *dqT;  /* (Dp, Npad)  per-head dQ^T accumulator (backward per-head schedule) */
 } sm_buf;
 
@@ -171,14 +184,16 @@ static size_t seg(size_t nfloats) { return LRA_CEIL_DIV(nfloats, 16) * 16 * size
 /* Bytes of one thread's buffers, and the carving of them (the two must agree). */
 static size_t sm_thread_bytes(int dp, int Npad) {
     size_t t = 0;
-    t += 4 * seg((size_t)dp * BR);                 /* qsT qs doT dor */
+    t += 2 * seg((size_t)dp * BR);                 /* qsT qs */
     t += 2 * seg((size_t)BC * dp);                 /* kr vr */
-    t += 2 * seg((size_t)BC * BR);                 /* st dpt */
+    t += 3 * seg((size_t)BC * BR);                 /* st dpt zt */
     t += seg((size_t)dp * BR);                     /* acc */
     t += 2 * seg((size_t)BC * dp);                 /* dka dva */
-    t += 7 * seg(BR);                              /* m ms alpha lsum lse dd mx */
+    t += 5 * seg(BR);                              /* m ms alpha lsum mx */
     t += seg(2 * BR);                              /* l (double) */
     t += seg(BC);                                  /* dead */
+    t += 4 * seg((size_t)dp * (size_t)Npad);       /* hqsT hqs hdoT hdo */
+    t += 2 * seg((size_t)Npad);                    /* hlse hdd */
     t += seg((size_t)dp * (size_t)Npad);           /* dqT */
     return t;
 }
@@ -188,12 +203,11 @@ static sm_buf sm_carve(char *p, int dp, int Npad) {
 #define TAKE(field, type, n) (b.field = (type *)(void *)p, p += seg(n))
     TAKE(qsT, float, (size_t)dp * BR);
     TAKE(qs, float, (size_t)dp * BR);
-    TAKE(doT, float, (size_t)dp * BR);
-    TAKE(dor, float, (size_t)dp * BR);
     TAKE(kr, float, (size_t)BC * dp);
     TAKE(vr, float, (size_t)BC * dp);
     TAKE(st, float, (size_t)BC * BR);
     TAKE(dpt, float, (size_t)BC * BR);
+    TAKE(zt, float, (size_t)BC * BR);
     TAKE(acc, float, (size_t)dp * BR);
     TAKE(dka, float, (size_t)BC * dp);
     TAKE(dva, float, (size_t)BC * dp);
@@ -201,11 +215,15 @@ static sm_buf sm_carve(char *p, int dp, int Npad) {
     TAKE(ms, float, BR);
     TAKE(alpha, float, BR);
     TAKE(lsum, float, BR);
-    TAKE(lse, float, BR);
-    TAKE(dd, float, BR);
     TAKE(mx, float, BR);
     TAKE(l, double, 2 * BR);
     TAKE(dead, uint8_t, BC);
+    TAKE(hqsT, float, (size_t)dp * Npad);
+    TAKE(hqs, float, (size_t)dp * Npad);
+    TAKE(hdoT, float, (size_t)dp * Npad);
+    TAKE(hdo, float, (size_t)dp * Npad);
+    TAKE(hlse, float, (size_t)Npad);
+    TAKE(hdd, float, (size_t)Npad);
     TAKE(dqT, float, (size_t)dp * (size_t)Npad);
 #undef TAKE
     return b;
@@ -292,22 +310,35 @@ static void mask_scores(const sm_ctx *c, float *restrict st, const uint8_t *dead
     }
 }
 
-/* Multiply tile entries (x, r) by the dropout keep-scale of (b, h, i0 + r, j0 + x): the same
- * values as attn_dropout_scale() (attention/attn_util.c), with the per-call stream hoisted out of
- * the loop. Only live entries are touched; others are 0 already. */
-static void apply_dropout(const sm_ctx *c, float *restrict t, int b, int h, int i0, int nr, int j0,
-                          const uint8_t *dead) {
+/* Dropout keep-scales of a tile: zt[x][r] = attn_dropout_scale(L, b, h, i0 + r, j0 + x), i.e.
+ * 0 or 1/(1-p) (attention/attn_util.c), for every r < BR (rows past N get values that multiply
+ * zeros). attn_dropout_scale() costs a call and three hash rounds per element, 10x the rest of the
+ * tile at Dh = 16, so its definition is restated here with the per-call stream hoisted and the
+ * hash inlined (sm_mix and the body of rng_at() in lra/rng.c) so that the loop over r vectorises.
+ * It must stay equal to attn_dropout_scale(): tests/test_softmax.c compares dropout forwards with
+ * the reference, which calls attn_dropout_scale() itself, to 1e-5. */
+static inline uint64_t sm_mix(uint64_t z) { /* splitmix64 finaliser, as splitmix_final in rng.c */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void dropout_tile(const sm_ctx *c, float *restrict zt, int b, int h, int i0, int j0) {
     const attn_layer *L = c->L;
     uint64_t stream = rng_substream(RNG_DROPOUT, 1000 + (uint64_t)L->shape.layer, (uint64_t)L->step);
+    uint64_t h1 = sm_mix(L->seed + 0x9e3779b97f4a7c15ULL * (stream + 1)); /* rng_at's first round */
     float p = L->dropout, keep = 1.0f / (1.0f - p);
+    uint64_t nk = (uint64_t)c->Nk;
+    uint64_t row0 = (((uint64_t)b * (uint64_t)c->H + (uint64_t)h) * (uint64_t)c->N + (uint64_t)i0) * nk;
     for (int x = 0; x < BC; x++) {
-        if (dead[x]) continue;
-        uint64_t base = (((uint64_t)b * (uint64_t)c->H + (uint64_t)h) * (uint64_t)c->N + (uint64_t)i0) * (uint64_t)c->Nk +
-                        (uint64_t)(j0 + x);
-        float *row = t + (size_t)x * BR;
-        for (int r = 0; r < nr; r++) {
-            float u = rng_uniform_at(L->seed, stream, base + (uint64_t)r * (uint64_t)c->Nk);
-            row[r] *= u < p ? 0.0f : keep;
+        uint64_t base = row0 + (uint64_t)(j0 + x);
+        float *z = zt + (size_t)x * BR;
+        for (int r = 0; r < BR; r++) {
+            uint64_t ctr = base + (uint64_t)r * nk;
+            uint64_t v = sm_mix(h1 ^ (ctr * 0xd1342543de82ef95ULL + 0x632be59bd9b4e019ULL));
+            v = sm_mix(v + ctr);
+            float u = (float)(uint32_t)(v >> 40) * (1.0f / 16777216.0f);
+            z[r] = u < p ? 0.0f : keep;
         }
     }
 }
@@ -371,7 +402,10 @@ static inline __attribute__((always_inline)) void fwd_tiled_unit(const sm_ctx *c
             float *a = bf->acc + (size_t)x * BR;
             for (int r = 0; r < BR; r++) a[r] *= al[r];
         }
-        if (c->dropout) apply_dropout(c, bf->st, b, h, i0, nr, j0, bf->dead);
+        if (c->dropout) {
+            dropout_tile(c, bf->zt, b, h, i0, j0);
+            for (size_t e = 0; e < (size_t)BC * BR; e++) bf->st[e] *= bf->zt[e];
+        }
         /* O^T[x][r] += sum_j v_j[x] P~^T[j][r] */
         mm_acc(bf->acc, BR, bf->vr, 1, dp, bf->st, BR, dp, BC, BR, 0);
     }
@@ -380,8 +414,9 @@ static inline __attribute__((always_inline)) void fwd_tiled_unit(const sm_ctx *c
     float *lb = c->lse + (size_t)bh * c->N + i0;
     for (int r = 0; r < nr; r++) {
         double l = bf->l[r];
-        for (int x = 0; x < dh; x++) ob[(size_t)r * dh + x] = l > 0 ? (float)(bf->acc[(size_t)x * BR + r] / l) : 0.0f;
-        lb[r] = l > 0 ? (float)((double)bf->m[r] + log(l)) : INFINITY;
+        /* l == 0: the row sees no key. NaN scores make l NaN, and NaN must reach the output. */
+        for (int x = 0; x < dh; x++) ob[(size_t)r * dh + x] = l == 0 ? 0.0f : (float)(bf->acc[(size_t)x * BR + r] / l);
+        lb[r] = l == 0 ? INFINITY : (float)((double)bf->m[r] + log(l));
     }
 }
 
@@ -438,7 +473,7 @@ static inline __attribute__((always_inline)) void fwd_mat_unit(const sm_ctx *c, 
         for (int r = 0; r < BR; r++) bf->l[r] += (double)ls[r];
     }
     float *restrict inv = bf->alpha;
-    for (int r = 0; r < BR; r++) inv[r] = bf->l[r] > 0 ? (float)(1.0 / bf->l[r]) : 0.0f;
+    for (int r = 0; r < BR; r++) inv[r] = bf->l[r] == 0 ? 0.0f : (float)(1.0 / bf->l[r]); /* NaN stays NaN */
     /* sweep 3: normalise (P is stored before dropout), O^T += V^T P~ */
     memset(bf->acc, 0, (size_t)dp * BR * sizeof(float));
     for (int jt = 0; jt < c->nJ; jt++) {
@@ -456,7 +491,10 @@ static inline __attribute__((always_inline)) void fwd_mat_unit(const sm_ctx *c, 
                 memset(t, 0, BR * sizeof(float));
             }
         }
-        if (c->dropout) apply_dropout(c, bf->st, b, h, i0, nr, j0, bf->dead);
+        if (c->dropout) {
+            dropout_tile(c, bf->zt, b, h, i0, j0);
+            for (size_t e = 0; e < (size_t)BC * BR; e++) bf->st[e] *= bf->zt[e];
+        }
         mm_acc(bf->acc, BR, bf->vr, 1, dp, bf->st, BR, dp, BC, BR, 0);
     }
     float *ob = c->o + ((size_t)bh * c->N + i0) * dh;
@@ -467,18 +505,20 @@ static inline __attribute__((always_inline)) void fwd_mat_unit(const sm_ctx *c, 
 /* ---------------------------------------------------------------------------------------------
  * Backward. */
 
-/* Query-tile inputs of the backward: s Q_I, dO_I (rows and transposed), L_I, D_I. */
+/* Query-tile inputs of the backward for tile it of head bh: s Q_I, dO_I (rows and transposed),
+ * L_I, D_I, into the head buffers. */
 static void bwd_load_q(const sm_ctx *c, sm_buf *bf, int bh, int it) {
     const int dh = c->dh, dp = c->dp;
     int i0 = it * BR, nr = tile_nrows(c, it);
-    load_rows(bf->qs, c->q + ((size_t)bh * c->N + i0) * dh, nr, BR, dh, dp, c->scale);
-    transpose_rows(bf->qsT, bf->qs, dp);
-    load_rows(bf->dor, c->dout + ((size_t)bh * c->N + i0) * dh, nr, BR, dh, dp, 1.0f);
-    transpose_rows(bf->doT, bf->dor, dp);
+    size_t o = (size_t)it * BR * dp;
+    load_rows(bf->hqs + o, c->q + ((size_t)bh * c->N + i0) * dh, nr, BR, dh, dp, c->scale);
+    transpose_rows(bf->hqsT + o, bf->hqs + o, dp);
+    load_rows(bf->hdo + o, c->dout + ((size_t)bh * c->N + i0) * dh, nr, BR, dh, dp, 1.0f);
+    transpose_rows(bf->hdoT + o, bf->hdo + o, dp);
     const float *D = c->D + (size_t)bh * c->N + i0;
     for (int r = 0; r < BR; r++) {
-        bf->dd[r] = r < nr ? D[r] : 0.0f;
-        bf->lse[r] = r < nr && c->lse ? c->lse[(size_t)bh * c->N + i0 + r] : INFINITY;
+        bf->hdd[i0 + r] = r < nr ? D[r] : 0.0f;
+        bf->hlse[i0 + r] = r < nr && c->lse ? c->lse[(size_t)bh * c->N + i0 + r] : INFINITY;
     }
 }
 
@@ -500,7 +540,9 @@ static inline __attribute__((always_inline)) void bwd_pair(const sm_ctx *c, sm_b
     int b = bh / c->H, h = bh % c->H;
     int i0 = it * BR, nr = tile_nrows(c, it), j0 = jt * BC, nc = tile_ncols(c, jt);
     float *restrict st = bf->st, *restrict dpt = bf->dpt;
-    const float *restrict lse = bf->lse, *restrict dd = bf->dd;
+    const float *restrict lse = bf->hlse + i0, *restrict dd = bf->hdd + i0;
+    const size_t o = (size_t)it * BR * dp;
+    const float *qsT = bf->hqsT + o, *qs = bf->hqs + o, *doT = bf->hdoT + o, *dor = bf->hdo + o;
 
     if (c->P) { /* materialized: P^T tile from the cache */
         const float *Pb = c->P + (size_t)bh * c->Nk * c->N + i0;
@@ -514,7 +556,7 @@ static inline __attribute__((always_inline)) void bwd_pair(const sm_ctx *c, sm_b
             }
         }
     } else { /* tiled: P = exp(s q k - L), the forward's formula */
-        mm_acc(st, BR, bf->kr, dp, 1, bf->qsT, BR, BC, dp, BR, 1);
+        mm_acc(st, BR, bf->kr, dp, 1, qsT, BR, BC, dp, BR, 1);
         mask_scores(c, st, bf->dead, i0, j0);
         for (int x = 0; x < BC; x++) {
             float *s = st + (size_t)x * BR;
@@ -522,15 +564,19 @@ static inline __attribute__((always_inline)) void bwd_pair(const sm_ctx *c, sm_b
         }
     }
     /* dP~^T[x][r] = v_x . dO_r */
-    mm_acc(dpt, BR, bf->vr, dp, 1, bf->doT, BR, BC, dp, BR, 1);
+    mm_acc(dpt, BR, bf->vr, dp, 1, doT, BR, BC, dp, BR, 1);
     if (c->dropout) {
         /* dS = P o (Z o dP~ - D), then st becomes P~ = P o Z */
-        apply_dropout(c, dpt, b, h, i0, nr, j0, bf->dead);
+        const float *restrict zt = bf->zt;
+        dropout_tile(c, bf->zt, b, h, i0, j0);
         for (int x = 0; x < BC; x++) {
             float *s = st + (size_t)x * BR, *g = dpt + (size_t)x * BR;
-            for (int r = 0; r < BR; r++) g[r] = s[r] * (g[r] - dd[r]);
+            const float *z = zt + (size_t)x * BR;
+            for (int r = 0; r < BR; r++) {
+                g[r] = s[r] * (g[r] * z[r] - dd[r]);
+                s[r] *= z[r];
+            }
         }
-        apply_dropout(c, st, b, h, i0, nr, j0, bf->dead);
     } else {
         for (int x = 0; x < BC; x++) {
             const float *s = st + (size_t)x * BR;
@@ -540,8 +586,8 @@ static inline __attribute__((always_inline)) void bwd_pair(const sm_ctx *c, sm_b
     }
     if (want_kv) {
         /* dV_J[x] += sum_r P~^T[x][r] dO_r ; dK_J[x] += sum_r dS^T[x][r] (s q_r) */
-        mm_acc(bf->dva, dp, st, BR, 1, bf->dor, dp, BC, BR, dp, 0);
-        mm_acc(bf->dka, dp, dpt, BR, 1, bf->qs, dp, BC, BR, dp, 0);
+        mm_acc(bf->dva, dp, st, BR, 1, dor, dp, BC, BR, dp, 0);
+        mm_acc(bf->dka, dp, dpt, BR, 1, qs, dp, BC, BR, dp, 0);
     }
     if (dqT) /* dQ^T[x][r] += sum_j k_j[x] dS^T[j][r] */
         mm_acc(dqT, ldq, bf->kr, 1, dp, dpt, BR, dp, BC, BR, 0);
@@ -571,15 +617,13 @@ static void bwd_store_q(const sm_ctx *c, const float *dqT, int ld, int col0, int
 /* Per-head schedule: key tiles outer, query tiles inner; dQ^T accumulates for the whole head. */
 static inline __attribute__((always_inline)) void bwd_head(const sm_ctx *c, sm_buf *bf, int bh, const int dp) {
     memset(bf->dqT, 0, (size_t)dp * c->Npad * sizeof(float));
+    for (int it = 0; it < c->nI; it++) bwd_load_q(c, bf, bh, it);
     for (int jt = 0; jt < c->nJ; jt++) {
         memset(bf->dka, 0, (size_t)BC * dp * sizeof(float));
         memset(bf->dva, 0, (size_t)BC * dp * sizeof(float));
         if (bwd_load_k(c, bf, bh, jt))
-            for (int it = 0; it < c->nI; it++) {
-                if (!tile_visible(c, it, jt)) continue;
-                bwd_load_q(c, bf, bh, it);
-                bwd_pair(c, bf, bh, it, jt, 1, bf->dqT + (size_t)it * BR, c->Npad, dp);
-            }
+            for (int it = 0; it < c->nI; it++)
+                if (tile_visible(c, it, jt)) bwd_pair(c, bf, bh, it, jt, 1, bf->dqT + (size_t)it * BR, c->Npad, dp);
         bwd_store_kv(c, bf, bh, jt);
     }
     for (int it = 0; it < c->nI; it++) bwd_store_q(c, bf->dqT, c->Npad, it * BR, bh, it);
@@ -591,11 +635,11 @@ static inline __attribute__((always_inline)) void bwd_kv_unit(const sm_ctx *c, s
     memset(bf->dka, 0, (size_t)BC * dp * sizeof(float));
     memset(bf->dva, 0, (size_t)BC * dp * sizeof(float));
     if (bwd_load_k(c, bf, bh, jt))
-        for (int it = 0; it < c->nI; it++) {
-            if (!tile_visible(c, it, jt)) continue;
-            bwd_load_q(c, bf, bh, it);
-            bwd_pair(c, bf, bh, it, jt, 1, NULL, 0, dp);
-        }
+        for (int it = 0; it < c->nI; it++)
+            if (tile_visible(c, it, jt)) {
+                bwd_load_q(c, bf, bh, it);
+                bwd_pair(c, bf, bh, it, jt, 1, NULL, 0, dp);
+            }
     bwd_store_kv(c, bf, bh, jt);
 }
 
@@ -633,14 +677,21 @@ static void run_d64(const sm_ctx *c, sm_buf *bf, unit_kind k, int u) { run_unit(
 static void run_d128(const sm_ctx *c, sm_buf *bf, unit_kind k, int u) { run_unit(c, bf, k, u, 128); }
 static void run_dany(const sm_ctx *c, sm_buf *bf, unit_kind k, int u) { run_unit(c, bf, k, u, c->dp); }
 
+/* Below this many multiply-adds per call (B*H*N*Nk*Dp) the call runs on one thread: a parallel
+ * region and its barrier cost more than they save, and far more on a shared, oversubscribed
+ * machine. Results do not depend on the thread count either way. */
+#define SM_PARALLEL_MIN_WORK (1 << 18)
+
 /* Run units [0, n) of kind k over the OpenMP threads; each unit owns its outputs. */
 static void run_units(const sm_ctx *c, unit_kind k, int n) {
+    double work = (double)c->B * c->H * (double)c->N * (double)c->Nk * c->dp;
+    (void)work; /* only read by the OpenMP if() clause */
     void (*fn)(const sm_ctx *, sm_buf *, unit_kind, int) = c->dp == 16  ? run_d16
                                                           : c->dp == 32  ? run_d32
                                                           : c->dp == 64  ? run_d64
                                                           : c->dp == 128 ? run_d128
                                                                          : run_dany;
-#pragma omp parallel
+#pragma omp parallel if (work >= SM_PARALLEL_MIN_WORK)
     {
         sm_buf bf = sm_thread_buf(c);
 #pragma omp for schedule(dynamic, 1)
@@ -700,6 +751,11 @@ static sm_ctx sm_context(attn_layer *L, const float *q, const float *k, const fl
     LRA_CHECK(L->scratch != NULL, "softmax: layer has no scratch (scratch_bytes=%zu)", sm_scratch_bytes(L->params, s, sm_threads()));
     LRA_CHECK(L->cache != NULL, "softmax: layer has no cache (cache_bytes=%zu)", sm_cache_bytes(L->params, s));
     LRA_CHECK(!(L->training && L->dropout > 0) || L->dropout < 1.0f, "softmax: dropout %g not in [0, 1)", (double)L->dropout);
+#ifdef _OPENMP
+    /* per-thread scratch is indexed by omp_get_thread_num(): callers must not be threads of an
+     * enclosing parallel region (they would share slot 0) */
+    LRA_CHECK(!omp_in_parallel(), "softmax: called from inside an OpenMP parallel region");
+#endif
     sm_ctx c;
     memset(&c, 0, sizeof c);
     c.L = L;
@@ -735,7 +791,7 @@ static void sm_backward(attn_layer *L, const float *q, const float *k, const flo
     const int dh = c.dh;
     long rows = (long)c.B * c.H * c.N;
     float *D = c.D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * dh >= SM_PARALLEL_MIN_WORK)
     for (long i = 0; i < rows; i++) {
         const float *o = out + (size_t)i * dh, *g = dout + (size_t)i * dh;
         double s = 0;

@@ -134,8 +134,15 @@ static void print_schema(const char *section, const param_def *s, int n, int mar
         char range[96] = "";
         if (p->type == PT_INT || p->type == PT_FLOAT || p->type == PT_INT_LIST)
             snprintf(range, sizeof range, "[%.10g, %.10g]", p->min, p->max);
-        else if (p->type == PT_ENUM)
-            snprintf(range, sizeof range, "%s", p->choices);
+        else if (p->type == PT_ENUM) {
+            /* "a|b" -> "a, b": a bare '|' would split a markdown table cell */
+            size_t k = 0;
+            for (const char *c = p->choices; *c && k + 3 < sizeof range; c++) {
+                if (*c == '|') range[k++] = ',', range[k++] = ' ';
+                else range[k++] = *c;
+            }
+            range[k] = 0;
+        }
         if (markdown)
             printf("| `%s%s` | %s | `%s` | %s | %s |\n", section, p->key, schema_type_name(p->type), p->def, range,
                    p->doc);

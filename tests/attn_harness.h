@@ -106,7 +106,7 @@ static inline double ah_compare_rows(const ah_layer *a, const float *x, const fl
                 size_t o = (((size_t)b * s->H + h) * s->N + i) * s->Dh;
                 for (int d = 0; d < s->Dh; d++) {
                     double e = fabs((double)x[o + d] - (double)y[o + d]);
-                    if (e > num) num = e;
+                    if (isnan(e) || e > num) num = e;
                     if (fabs((double)y[o + d]) > den) den = fabs((double)y[o + d]);
                 }
             }
@@ -185,10 +185,10 @@ static inline double ah_grad_check(ah_layer *a, int max_checks) {
     float *gw = a->nw ? malloc(a->nw * sizeof(float)) : NULL;
     if (a->nw) memcpy(gw, a->L.dw, a->nw * sizeof(float));
     double w = 0, e;
-    e = tu_fd_check(ah_loss, a, a->q, gq, a->nq, max_checks, 1e-2f, 1e-3); if (e > w) w = e;
-    e = tu_fd_check(ah_loss, a, a->k, gk, a->nk, max_checks, 1e-2f, 1e-3); if (e > w) w = e;
-    e = tu_fd_check(ah_loss, a, a->v, gv, a->nk, max_checks, 1e-2f, 1e-3); if (e > w) w = e;
-    if (a->nw) { e = tu_fd_check(ah_loss, a, a->L.w, gw, a->nw, max_checks, 1e-2f, 1e-3); if (e > w) w = e; }
+    e = tu_fd_check(ah_loss, a, a->q, gq, a->nq, max_checks, 1e-2f, 1e-3); if (isnan(e) || e > w) w = e;
+    e = tu_fd_check(ah_loss, a, a->k, gk, a->nk, max_checks, 1e-2f, 1e-3); if (isnan(e) || e > w) w = e;
+    e = tu_fd_check(ah_loss, a, a->v, gv, a->nk, max_checks, 1e-2f, 1e-3); if (isnan(e) || e > w) w = e;
+    if (a->nw) { e = tu_fd_check(ah_loss, a, a->L.w, gw, a->nw, max_checks, 1e-2f, 1e-3); if (isnan(e) || e > w) w = e; }
     free(gq); free(gk); free(gv); free(gw);
     return w;
 }
@@ -224,7 +224,7 @@ static inline double ah_padding_invariance(const attn_ops *ops, const void *para
                 for (int d = 0; d < s.Dh; d++) {
                     float x = a->out[(((size_t)b * s.H + h) * s.N + i) * s.Dh + d];
                     float y = p->out[(((size_t)b * s.H + h) * s2.N + i) * s.Dh + d];
-                    if (fabs((double)x - y) > num) num = fabs((double)x - y);
+                    if (isnan(x - y) || fabs((double)x - y) > num) num = fabs((double)x - y);
                     if (fabs((double)x) > den) den = fabs((double)x);
                 }
     ah_free(a); ah_free(p);
@@ -257,7 +257,7 @@ static inline double ah_causal_invariance(ah_layer *a, int t, uint64_t seed) {
                 for (int d = 0; d < s->Dh; d++) {
                     size_t o = (((size_t)b * s->H + h) * s->N + i) * s->Dh + d;
                     double e = fabs((double)a->out[o] - o1[o]);
-                    if (e > worst) worst = e;
+                    if (isnan(e) || e > worst) worst = e;
                 }
     free(o1);
     return worst;

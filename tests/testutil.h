@@ -39,7 +39,7 @@ static inline double tu_rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 1e-30;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
-        if (d > num) num = d;
+        if (isnan(d) || d > num) num = d;
         if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
     }
     return num / den;
@@ -69,7 +69,7 @@ static inline double tu_fd_check(double (*loss)(void *ctx), void *ctx, float *x,
         double fd = (fp - fm) / (2.0 * (double)h);
         double an = grad[i];
         double err = fabs(fd - an) / fmax(fabs(fd) + fabs(an), floor_);
-        if (err > worst) worst = err;
+        if (isnan(err) || err > worst) worst = err; /* NaN sticks: it must fail the check */
     }
     return worst;
 }
