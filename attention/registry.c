@@ -6,6 +6,14 @@ extern const attn_ops attn_softmax;
 extern const attn_ops attn_reformer;
 extern const attn_ops attn_sinkhorn;
 extern const attn_ops attn_synthesizer;
+extern const attn_ops attn_local;
+extern const attn_ops attn_longformer;
+extern const attn_ops attn_bigbird;
+extern const attn_ops attn_sparse;
+extern const attn_ops attn_linformer;
+extern const attn_ops attn_performer;
+extern const attn_ops attn_linear;
+extern const attn_ops attn_nystromformer;
 /* @extern-end (new mechanisms: add an extern line above this marker) */
 
 const attn_ops *const attn_registry[] = {
@@ -13,6 +21,14 @@ const attn_ops *const attn_registry[] = {
     &attn_reformer,
     &attn_sinkhorn,
     &attn_synthesizer,
+    &attn_local,
+    &attn_longformer,
+    &attn_bigbird,
+    &attn_sparse,
+    &attn_linformer,
+    &attn_performer,
+    &attn_linear,
+    &attn_nystromformer,
     /* @list-end (new mechanisms: add a line above this marker) */
 };
 

@@ -38,6 +38,8 @@ const param_def model_schema[] = {
     P_ENUM(model_cfg, pooling, "cls", "cls|mean", "sequence summary for the classifier: a prepended CLS token or the masked mean"),
     P_BOOL(model_cfg, causal, "false", "causal (left-to-right) attention in the encoder; language-modelling tasks force it on"),
     P_FLOAT(model_cfg, emb_init_std, "1.0", 0, 100, "standard deviation of the token embedding initialisation (LRA: 1.0)"),
+    P_ENUM(model_cfg, interaction, "nli", "nli|concat",
+           "two-document tasks: classify [u, v, u*v, u-v] (nli, the LRA paper) or [u, v] (concat, what LRA's code did)"),
 };
 const int model_schema_n = (int)LRA_ARRAY_LEN(model_schema);
 

@@ -32,6 +32,7 @@
 
 enum { POS_SINUSOIDAL = 0, POS_LEARNED = 1, POS_NONE = 2 };
 enum { POOL_CLS = 0, POOL_MEAN = 1 };
+enum { INTERACT_NLI = 0, INTERACT_CONCAT = 1 };
 enum { SCHED_COSINE = 0, SCHED_LINEAR = 1, SCHED_CONSTANT = 2, SCHED_RSQRT = 3 };
 
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct {
     int pooling;        /* POOL_*: "cls|mean" */
     int causal;         /* causal attention in the encoder (LM tasks force it) */
     float emb_init_std; /* token embedding init std (LRA: 1.0) */
+    int interaction;    /* INTERACT_*: "nli|concat", the retrieval head's input */
 } model_cfg;
 
 typedef struct {

@@ -208,7 +208,7 @@ int model_build(model_t *m, const run_cfg *c, int B, int vocab, int n_classes, t
     m->K = n_classes;
     m->M = mc->mlp_dim;
     m->R = m->Be * m->N;
-    m->head_in = kind == TASK_MATCH ? 4 * m->D : m->D;
+    m->head_in = kind != TASK_MATCH ? m->D : (mc->interaction == INTERACT_CONCAT ? 2 * m->D : 4 * m->D);
     if (m->L > MODEL_MAX_LAYERS) return lra_errorf(err, errlen, "model.n_layers: at most %d", MODEL_MAX_LAYERS);
     if (kind == TASK_LM) return lra_errorf(err, errlen, "task kind lm is not supported by this model yet");
 
@@ -414,12 +414,15 @@ double model_forward(model_t *m, int training, int *correct, int *counted) {
     if (m->kind == TASK_MATCH) {
         for (int b = 0; b < B; b++) {
             const float *u = m->pooled + (size_t)b * D, *v = m->pooled + (size_t)(B + b) * D;
-            float *hx = m->head_x + (size_t)b * 4 * D;
+            float *hx = m->head_x + (size_t)b * m->head_in;
+            int nli = m->head_in == 4 * D;
             for (int i = 0; i < D; i++) {
                 hx[i] = u[i];
                 hx[D + i] = v[i];
-                hx[2 * D + i] = u[i] * v[i];
-                hx[3 * D + i] = u[i] - v[i];
+                if (nli) {
+                    hx[2 * D + i] = u[i] * v[i];
+                    hx[3 * D + i] = u[i] - v[i];
+                }
             }
         }
     } else {
@@ -465,11 +468,12 @@ void model_backward(model_t *m) {
     if (m->kind == TASK_MATCH) {
         for (int b = 0; b < B; b++) {
             const float *u = m->pooled + (size_t)b * D, *v = m->pooled + (size_t)(B + b) * D;
-            const float *dx = m->d_head_x + (size_t)b * 4 * D;
+            const float *dx = m->d_head_x + (size_t)b * m->head_in;
             float *du = m->d_pooled + (size_t)b * D, *dv = m->d_pooled + (size_t)(B + b) * D;
+            int nli = m->head_in == 4 * D;
             for (int i = 0; i < D; i++) {
-                du[i] = dx[i] + dx[2 * D + i] * v[i] + dx[3 * D + i];
-                dv[i] = dx[D + i] + dx[2 * D + i] * u[i] - dx[3 * D + i];
+                du[i] = dx[i] + (nli ? dx[2 * D + i] * v[i] + dx[3 * D + i] : 0.0f);
+                dv[i] = dx[D + i] + (nli ? dx[2 * D + i] * u[i] - dx[3 * D + i] : 0.0f);
             }
         }
     } else {

@@ -9,6 +9,7 @@
 #include "../lra/config.h"
 #include "../lra/model.h"
 
+static int g_interaction;
 static void tiny_cfg(run_cfg *c, int pos, int pooling, float dropout, const char *impl) {
     memset(c, 0, sizeof *c);
     schema_defaults(model_schema, model_schema_n, &c->model);
@@ -27,6 +28,7 @@ static void tiny_cfg(run_cfg *c, int pos, int pooling, float dropout, const char
     c->model.dropout = dropout;
     c->model.attn_dropout = 0;
     c->model.emb_init_std = 0.5f;
+    c->model.interaction = g_interaction;
     c->train.seed = 3;
     c->train.grad_clip = 0;
     c->attn_ops = attn_find("softmax");
@@ -110,6 +112,12 @@ static void test_grad_dropout_materialized(void **st) {
 static void test_grad_match(void **st) {
     (void)st;
     run_grad_case(POS_SINUSOIDAL, POOL_CLS, 0.0f, TASK_MATCH, NULL);
+}
+static void test_grad_match_concat(void **st) {
+    (void)st;
+    g_interaction = INTERACT_CONCAT;
+    run_grad_case(POS_SINUSOIDAL, POOL_MEAN, 0.0f, TASK_MATCH, NULL);
+    g_interaction = INTERACT_NLI;
 }
 
 /* Parameter grads accumulate: a second backward without zeroing doubles them. */
@@ -231,7 +239,7 @@ static void test_padding_examples(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_cls_sinusoidal), cmocka_unit_test(test_grad_mean_learned),
-        cmocka_unit_test(test_grad_dropout_materialized), cmocka_unit_test(test_grad_match),
+        cmocka_unit_test(test_grad_dropout_materialized), cmocka_unit_test(test_grad_match), cmocka_unit_test(test_grad_match_concat),
         cmocka_unit_test(test_grad_convention), cmocka_unit_test(test_memory_plan),
         cmocka_unit_test(test_determinism), cmocka_unit_test(test_padding_examples),
     };
