@@ -505,14 +505,12 @@ static void ny_bwd_bh(int b, int h, int tid, void *ctx) {
     for (int x = 0; x < m * Dh; x++) w.dW[x] = (float)dW[x];
     kz_gemm(0, 1, m, m, Dh, 1.0f, w.dW, Dh, cv.BV, Dh, 0.0f, w.dZ, m);
     kz_gemm(1, 0, m, Dh, m, 1.0f, Z, m, w.dW, Dh, 0.0f, w.dBV, Dh);
-    /* K3 part: BV = K3 V */
-    float *delta = w.part; /* reuse: (m) */
+    /* K3 part: BV = K3 V; delta_a = dBV_a . BV_a (kept in w.mx) */
     for (int a = 0; a < m; a++) {
         double D = 0;
         for (int d = 0; d < Dh; d++) D += (double)w.dBV[(size_t)a * Dh + d] * cv.BV[(size_t)a * Dh + d];
         w.mx[a] = D;
     }
-    (void)delta;
     for (int j0 = 0; j0 < N; j0 += NY_C) {
         int n = LRA_MIN(NY_C, N - j0);
         const float *kc = k + (size_t)j0 * Dh, *vc = v + (size_t)j0 * Dh;

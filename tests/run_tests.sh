@@ -2,6 +2,9 @@
 # Runs every cmocka test binary given as arguments, then the shell integration tests in
 # tests/cli/*.sh (with LRA_BIN pointing at the lra binary), and prints one closing line
 # "tests: N passed, N failed" counting test cases. Exit status 1 when anything failed.
+# Idle OpenMP threads sleep instead of spinning: on a shared or loaded machine spinning threads
+# slow every test many times over. Results do not depend on it.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 pass=0; fail=0; failed_names=""
 for t in "$@"; do
   out=$("$t" 2>&1); rc=$?

@@ -22,7 +22,7 @@ for c in best_val test train_loss; do
   [ "$(col $c "$T/a/runs.csv")" = "$(col $c "$T/c/runs.csv")" ] || fail "column $c differs between 1 and 2 threads"
 done
 # tiled and materialised softmax are the same maths: same metrics per seed
-t=$(awk -F, 'NR>1 && $7=="softmax" {print $0}' "$T/a/runs.csv" | wc -l)
+t=$(col label "$T/a/runs.csv" | grep -c '^softmax$')
 [ "$t" = 2 ] || fail "expected 2 tiled rows"
 # existing results are not overwritten without --resume/--force
 expect_rc 2 "$LRA" run --out "$T/a" "$T/tiny.yaml"; expect_err "already holds results"
