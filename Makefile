@@ -105,7 +105,7 @@ docs: all
 
 # Sanitizers: a separate build tree, so the normal build is untouched.
 check-asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/lra OPT="-O1 -g -fno-omit-frame-pointer" ARCH= \
+	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin/lra OPT="-O1 -g -fno-omit-frame-pointer" ARCH= \
 	  CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" LRA_ASAN=1 test
 

@@ -139,10 +139,12 @@ static void bench_child(const run_cfg *c, const bench_opts *o, bench_point *pt) 
     }
     qsort(tt + o->warmup, (size_t)o->steps, sizeof(double), cmp_d);
     qsort(ti + o->warmup, (size_t)o->steps, sizeof(double), cmp_d);
-    pt->train_ms = 1e3 * tt[o->warmup + o->steps / 2];
+    /* median: the middle value, or the mean of the two middle values for an even count */
+    int lo = o->warmup + (o->steps - 1) / 2, hi = o->warmup + o->steps / 2;
+    pt->train_ms = 1e3 * 0.5 * (tt[lo] + tt[hi]);
     pt->train_ms_min = 1e3 * tt[o->warmup];
     pt->train_ms_max = 1e3 * tt[total - 1];
-    pt->infer_ms = 1e3 * ti[o->warmup + o->steps / 2];
+    pt->infer_ms = 1e3 * 0.5 * (ti[lo] + ti[hi]);
     pt->ok = 1;
     free(tt);
     free(ti);

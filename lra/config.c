@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "common.h"
@@ -444,6 +445,9 @@ static kvlist *section_list(loader *L, int top) {
 
 /* Step 1: the file. */
 static int parse_file(loader *L) {
+    struct stat st;
+    if (stat(L->path, &st) == 0 && S_ISDIR(st.st_mode))
+        return lra_errorf(L->err, L->errlen, "%s: is a directory, not a YAML config file", L->path);
     FILE *f = fopen(L->path, "rb");
     if (!f) return lra_errorf(L->err, L->errlen, "%s: cannot open: %s", L->path, strerror(errno));
     yaml_document_t *doc;

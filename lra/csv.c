@@ -268,15 +268,21 @@ static void fv_clear(fieldvec *v) {
     v->n = 0;
 }
 
-/* Read the whole file into a malloc'd buffer, under a shared flock (whole rows only). */
-static char *slurp(const char *path, size_t *len, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        lra_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
+/* Read the whole file into a malloc'd buffer, under a shared flock (whole rows only). With
+ * locked_fd >= 0, read that descriptor from offset 0 instead: its owner already holds the lock. */
+static char *slurp(const char *path, int locked_fd, size_t *len, char *err, size_t errlen) {
+    int fd = locked_fd;
+    if (fd >= 0) {
+        lseek(fd, 0, SEEK_SET);
+    } else {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            lra_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+            return NULL;
+        }
+        while (flock(fd, LOCK_SH) < 0 && errno == EINTR) {
+        } /* best effort: files on filesystems without flock are still read */
     }
-    while (flock(fd, LOCK_SH) < 0 && errno == EINTR) {
-    } /* best effort: files on filesystems without flock are still read */
     size_t cap = 65536, n = 0;
     char *buf = xmalloc(cap);
     for (;;) {
@@ -289,13 +295,13 @@ static char *slurp(const char *path, size_t *len, char *err, size_t errlen) {
             if (errno == EINTR) continue;
             lra_errorf(err, errlen, "%s: read failed: %s", path, strerror(errno));
             free(buf);
-            close(fd);
+            if (locked_fd < 0) close(fd);
             return NULL;
         }
         if (r == 0) break;
         n += (size_t)r;
     }
-    close(fd);
+    if (locked_fd < 0) close(fd);
     *len = n;
     return buf;
 }
@@ -303,9 +309,13 @@ static char *slurp(const char *path, size_t *len, char *err, size_t errlen) {
 enum { ST_START, ST_UNQUOTED, ST_QUOTED, ST_QUOTE_IN_QUOTED };
 
 int csv_read(const char *path, csv_table *t, char *err, size_t errlen) {
+    return csv_read_fd(path, -1, t, err, errlen);
+}
+
+int csv_read_fd(const char *path, int locked_fd, csv_table *t, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
     size_t n;
-    char *p = slurp(path, &n, err, errlen);
+    char *p = slurp(path, locked_fd, &n, err, errlen);
     if (!p) return -1;
     int ends_nl = n > 0 && p[n - 1] == '\n';
 

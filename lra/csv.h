@@ -26,6 +26,9 @@ typedef struct {
 /* Read a whole CSV file (quoted fields, embedded commas/quotes/newlines). A final line without
  * a newline that does not parse (torn write) is dropped. Returns 0, or -1 with "FILE:LINE: reason". */
 int csv_read(const char *path, csv_table *t, char *err, size_t errlen);
+/* Same, from a descriptor of path that the caller opened and already holds a flock on (so the
+ * read does not take its own lock and deadlock): reads from offset 0. */
+int csv_read_fd(const char *path, int locked_fd, csv_table *t, char *err, size_t errlen);
 /* Column index by header name, -1 if absent. */
 int csv_col(const csv_table *t, const char *name);
 void csv_free(csv_table *t);

@@ -5,6 +5,8 @@
 #include "runner.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -57,20 +59,22 @@ void runner_attn_params(const run_cfg *c, char *buf, size_t n) {
     }
 }
 
-/* The run ids already present in DIR/runs.csv (any status). */
+/* The run ids of DIR/runs.csv rows with status ok: those runs are finished. A run with any other
+ * status (crashed, timeout, oom, ...) is run again by --resume and its old row is replaced. */
 static int load_done(const char *runs_csv, char ***ids, int *n, char *err, size_t errlen) {
     *ids = NULL;
     *n = 0;
     if (access(runs_csv, F_OK)) return 0;
     csv_table t;
     if (csv_read(runs_csv, &t, err, errlen)) return -1;
-    int c = csv_col(&t, "run_id");
-    if (c < 0 && t.n_rows > 0) {
+    int c = csv_col(&t, "run_id"), cs = csv_col(&t, "status");
+    if ((c < 0 || cs < 0) && t.n_rows > 0) {
         csv_free(&t);
-        return lra_errorf(err, errlen, "%s:1: no run_id column in the header", runs_csv);
+        return lra_errorf(err, errlen, "%s:1: no run_id or status column in the header", runs_csv);
     }
     *ids = xcalloc((size_t)(t.n_rows > 0 ? t.n_rows : 1), sizeof(char *));
-    for (int r = 1; r < t.n_rows; r++) (*ids)[(*n)++] = xstrdup(t.rows[r][c]);
+    for (int r = 1; r < t.n_rows; r++)
+        if (!strcmp(t.rows[r][cs], "ok")) (*ids)[(*n)++] = xstrdup(t.rows[r][c]);
     csv_free(&t);
     return 0;
 }
@@ -81,36 +85,53 @@ static int is_done(char **ids, int n, const char *id) {
     return 0;
 }
 
-/* On resume, drop curve points of runs that never finished (they will be run again). */
-static void prune_curves(const char *curves_csv, char **ids, int n) {
-    if (access(curves_csv, F_OK)) return;
+/* Remove from path, in place, the rows whose run_id is one of ids[0..n): rows of runs about to
+ * run again (their old non-ok row, curve points of a killed run). Done under the same flock that
+ * csv_append_row takes, and by truncating and rewriting the same inode, so other shards appending
+ * with O_APPEND never lose a row. */
+static void drop_rows(const char *path, char **ids, int n) {
+    if (n == 0 || access(path, F_OK)) return;
+    int fd = open(path, O_RDWR);
+    if (fd < 0) return;
+    if (flock(fd, LOCK_EX)) {
+        close(fd);
+        return;
+    }
     csv_table t;
     char err[512];
-    if (csv_read(curves_csv, &t, err, sizeof err)) return;
-    int c = csv_col(&t, "run_id");
-    if (c < 0) {
+    if (csv_read_fd(path, fd, &t, err, sizeof err) == 0) {
+        int c = csv_col(&t, "run_id"), dropped = 0;
+        size_t len = 0, cap = 4096;
+        char *buf = xmalloc(cap);
+        for (int r = 0; r < t.n_rows && c >= 0; r++) {
+            if (r > 0 && is_done(ids, n, t.rows[r][c])) {
+                dropped++;
+                continue;
+            }
+            char *line = csv_format_row((const char *const *)t.rows[r], t.n_cols);
+            size_t l = strlen(line);
+            if (len + l + 1 > cap) {
+                while (len + l + 1 > cap) cap *= 2;
+                buf = xrealloc(buf, cap);
+            }
+            memcpy(buf + len, line, l);
+            len += l;
+            free(line);
+        }
+        if (dropped && ftruncate(fd, 0) == 0) {
+            size_t off = 0;
+            while (off < len) {
+                ssize_t w = pwrite(fd, buf + off, len - off, (off_t)off);
+                if (w <= 0) break;
+                off += (size_t)w;
+            }
+            fsync(fd);
+        }
+        free(buf);
         csv_free(&t);
-        return;
     }
-    char tmp[1400];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", curves_csv) >= (int)sizeof tmp) {
-        csv_free(&t);
-        return;
-    }
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        csv_free(&t);
-        return;
-    }
-    for (int r = 0; r < t.n_rows; r++) {
-        if (r > 0 && !is_done(ids, n, t.rows[r][c])) continue;
-        char *line = csv_format_row((const char *const *)t.rows[r], t.n_cols);
-        fputs(line, f);
-        free(line);
-    }
-    fclose(f);
-    rename(tmp, curves_csv);
-    csv_free(&t);
+    flock(fd, LOCK_UN);
+    close(fd);
 }
 
 static const char *signal_name(int sig) {
@@ -303,7 +324,9 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
 
     struct stat sb;
     int exists = stat(runs_csv, &sb) == 0 && sb.st_size > 0;
-    if (exists && !o->resume && !o->dry_run) {
+    /* Shards of one sweep share the directory: each skips what is finished, like --resume. */
+    int resume = o->resume || o->shard_n > 1;
+    if (exists && !resume && !o->dry_run) {
         if (!o->force) {
             fprintf(stderr,
                     "lra: error: %s already holds results; use --resume to continue that sweep, --force to move it "
@@ -324,14 +347,14 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
 
     char **done = NULL;
     int n_done = 0;
-    if (o->resume && load_done(runs_csv, &done, &n_done, err, sizeof err)) {
+    if (resume && load_done(runs_csv, &done, &n_done, err, sizeof err)) {
         fprintf(stderr, "lra: error: %s\n", err);
         return 2;
     }
 
     int shard_n = o->shard_n > 0 ? o->shard_n : 1;
     int *todo = xmalloc(sizeof(int) * (size_t)(plan->n_runs ? plan->n_runs : 1));
-    int n_todo = 0, n_skipped = 0;
+    int n_todo = 0, n_skipped = 0, n_dup = 0;
     for (int i = 0; i < plan->n_runs; i++) {
         if (i % shard_n != o->shard_i) continue;
         if (is_done(done, n_done, plan->runs[i].run_id)) {
@@ -340,7 +363,10 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
         }
         int dup = 0; /* the same resolved config listed twice in a sweep runs once */
         for (int k = 0; k < n_todo && !dup; k++) dup = !strcmp(plan->runs[todo[k]].run_id, plan->runs[i].run_id);
-        if (dup) continue;
+        if (dup) {
+            n_dup++;
+            continue;
+        }
         todo[n_todo++] = i;
     }
     int threads = o->threads > 0 ? o->threads : lra_threads();
@@ -348,7 +374,8 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
     if (o->dry_run) {
         printf("plan %s: %d runs", plan->name, plan->n_runs);
         if (shard_n > 1) printf(", shard %d/%d", o->shard_i, shard_n);
-        if (n_skipped) printf(", %d already in %s", n_skipped, runs_csv);
+        if (n_skipped) printf(", %d already done in %s", n_skipped, runs_csv);
+        if (n_dup) printf(", %d duplicates of other runs dropped", n_dup);
         printf(", %d to run, %d threads each, results in %s\n", n_todo, threads, out);
         printf("%-4s %-16s %-12s %-32s %8s %6s %6s %6s\n", "#", "run_id", "task", "attention", "seq_len", "seed",
                "steps", "batch");
@@ -370,10 +397,17 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
         free(todo);
         return 2;
     }
-    if (o->resume) prune_curves(curves_csv, done, n_done);
+    if (resume) {
+        char **redo = xcalloc((size_t)(n_todo ? n_todo : 1), sizeof(char *));
+        for (int k = 0; k < n_todo; k++) redo[k] = plan->runs[todo[k]].run_id;
+        drop_rows(runs_csv, redo, n_todo);
+        drop_rows(curves_csv, redo, n_todo);
+        free(redo);
+    }
 
     fprintf(stderr, "lra: %s: %d runs to do", plan->name, n_todo);
     if (n_skipped) fprintf(stderr, " (%d finished runs skipped)", n_skipped);
+    if (n_dup) fprintf(stderr, " (%d duplicates of other runs dropped)", n_dup);
     fprintf(stderr, ", %d threads each; results in %s\n", threads, out);
 
     struct sigaction sa;
@@ -424,7 +458,8 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
     if (!o->no_plot && access(runs_csv, F_OK) == 0) {
         if (plot_results(out, 0, err, sizeof err)) fprintf(stderr, "lra: warning: charts: %s\n", err);
     }
-    printf("results: %s (runs.csv, curves.csv, summary.md, charts)\n", out);
+    if (o->no_plot) printf("results: %s (runs.csv, curves.csv; charts and summary.md: lra plot %s)\n", out, out);
+    else printf("results: %s (runs.csv, curves.csv, summary.md, charts)\n", out);
     for (int i = 0; i < n_done; i++) free(done[i]);
     free(done);
     free(todo);

@@ -1,7 +1,8 @@
 /* test_bigbird.c - BigBird ITC attention (attention/bigbird.c): the block structure read off the
  * output (global, window, random blocks; draws fixed in seed and layer, different per head),
- * fast vs reference, limit cases vs exact softmax, gradients, padding invariance (blocks follow
- * the real length), thread-count determinism, validation (no causal), sizes. */
+ * fast vs reference, limit cases vs exact softmax, forward+backward vs dense attention over the
+ * same candidate sets, finite differences, padding invariance (blocks follow the real length),
+ * thread-count determinism, validation (no causal), sizes. */
 #include "attn_harness.h"
 #include "blocksparse_check.h"
 

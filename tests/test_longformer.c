@@ -1,7 +1,8 @@
 /* test_longformer.c - Longformer attention (attention/longformer.c): candidate sets read off the
  * output against the paper's definition (band, dilation, global rows and columns, causal), fast vs
- * reference, limit cases vs exact softmax, gradients (with globals, dilation, dropout), padding
- * and causal invariance, thread-count determinism, validation errors, sizes. */
+ * reference, limit cases vs exact softmax, forward+backward vs dense attention over the same
+ * candidate sets and finite differences (with globals, dilation, dropout), padding and causal
+ * invariance, per-layer dilation, thread-count determinism, validation errors, sizes. */
 #include "attn_harness.h"
 #include "blocksparse_check.h"
 

@@ -1,7 +1,8 @@
 /* test_sparse.c - Sparse Transformer attention (attention/sparse.c): the fixed and strided
  * candidate sets read off the output against the paper's definitions (causal, bidirectional,
- * LRA's variant), fast vs reference, limit cases vs exact softmax, gradients, padding and causal
- * invariance, thread-count determinism, validation, sizes. */
+ * LRA's variant), fast vs reference, limit cases vs exact softmax, forward+backward vs dense
+ * attention over the same candidate sets, finite differences, padding and causal invariance,
+ * thread-count determinism, validation, sizes. */
 #include "attn_harness.h"
 #include "blocksparse_check.h"
 

@@ -251,12 +251,14 @@ static void test_reader_quoting(void **state) {
     assert_int_equal(textdata_reader_next(&r, err, sizeof err), 0);
     textdata_reader_close(&r);
 
-    /* TSV (a tab in the first line), gzip'd, quoted field holding a tab. */
-    put_gz(dir, "b.tsv.gz", "Source\tTarget\n\"a\tb\"\t1\nc,d\t0\n");
+    /* TSV (a tab in the first line, after blank lines), gzip'd, quoted field holding a tab. */
+    put_gz(dir, "b.tsv.gz", "\n\r\nSource\tTarget\n\"a\tb\"\t1\nc,d\t0\n");
     snprintf(file, sizeof file, "%s/b.tsv", dir); /* FILE.gz is found when FILE is absent */
     assert_int_equal(textdata_reader_open(&r, file, 0, 1, err, sizeof err), 0);
     assert_int_equal(textdata_reader_next(&r, err, sizeof err), 1);
     assert_int_equal(r.delim, '\t');
+    assert_int_equal(r.rec_line, 3);
+    assert_int_equal(r.nf, 2);
     assert_int_equal(textdata_reader_next(&r, err, sizeof err), 1);
     assert_string_equal(textdata_field(&r, 0, NULL), "a\tb");
     assert_int_equal(textdata_reader_next(&r, err, sizeof err), 1);

@@ -5,6 +5,12 @@ tiny_config "$T/tiny.yaml" 20
 LRA_TEST_FAULT=crash:1 expect_rc 1 "$LRA" run --out "$T/crash" "$T/tiny.yaml"
 [ "$(col status "$T/crash/runs.csv" | tr '\n' ' ')" = "ok crashed ok ok " ] || fail "crash: statuses $(col status "$T/crash/runs.csv" | tr '\n' ' ')"
 grep -q "signal 11" "$T/crash/runs.csv" || fail "crash reason lacks the signal"
+# --resume runs the crashed run again and replaces its row; the ok rows stay as they were
+unset LRA_TEST_FAULT
+ok_before=$(col test "$T/crash/runs.csv" | sed -n '1p;3p;4p')
+expect_rc 0 "$LRA" run --resume --out "$T/crash" "$T/tiny.yaml"; expect_err "1 runs to do"
+[ "$(col status "$T/crash/runs.csv" | tr '\n' ' ')" = "ok ok ok ok " ] || fail "resume: statuses $(col status "$T/crash/runs.csv" | tr '\n' ' ')"
+[ "$(col test "$T/crash/runs.csv" | sed -n '1,3p')" = "$ok_before" ] || fail "resume changed finished rows"
 LRA_TEST_FAULT=nan:2 expect_rc 1 "$LRA" run --out "$T/nan" "$T/tiny.yaml"
 [ "$(col status "$T/nan/runs.csv" | tr '\n' ' ')" = "ok ok diverged ok " ] || fail "nan: statuses"
 LRA_TEST_FAULT=hang:0 expect_rc 1 "$LRA" run --set train.max_minutes=0.01 --set train.seeds=[0] --out "$T/hang" "$T/tiny.yaml"

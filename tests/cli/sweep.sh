@@ -28,6 +28,10 @@ t=$(col label "$T/a/runs.csv" | grep -c '^softmax$')
 expect_rc 2 "$LRA" run --out "$T/a" "$T/tiny.yaml"; expect_err "already holds results"
 expect_rc 0 "$LRA" run --resume --out "$T/a" "$T/tiny.yaml"; expect_err "0 runs to do"
 [ "$(wc -l < "$T/a/runs.csv")" = 5 ] || fail "resume of a finished sweep added rows"
+# shards of one sweep share a directory (no --resume needed) and together give every run once
+expect_rc 0 "$LRA" run --threads 2 --shard 0/2 --out "$T/sh" "$T/tiny.yaml"
+expect_rc 0 "$LRA" run --threads 2 --shard 1/2 --out "$T/sh" "$T/tiny.yaml"
+[ "$(col run_id "$T/sh/runs.csv" | sort)" = "$(col run_id "$T/a/runs.csv" | sort)" ] || fail "shards did not cover the sweep once"
 # lra plot regenerates from CSV alone
 rm -f "$T/a/summary.md"
 expect_rc 0 "$LRA" plot "$T/a"; [ -s "$T/a/summary.md" ] || fail "plot did not write summary.md"
