@@ -124,6 +124,7 @@ static void bb_fill(bb_ctx *c, const attn_shape *s, const uint8_t *mask, void *c
     for (int b = 0; b < s->B; b++) nbr[b] = bb_real_blocks(c, mask, b);
     const int BH = s->B * s->H;
     const long work = (long)BH * c->nb * c->nb; /* hash draws; small calls stay serial */
+    (void)work;                                 /* unused without OpenMP */
 #pragma omp parallel for schedule(static) if (work > (1L << 16))
     for (int bh = 0; bh < BH; bh++) {
         const int b = bh / s->H, h = bh % s->H;
@@ -250,7 +251,8 @@ static double bb_flops(const void *params, const attn_shape *s) {
 }
 
 static bs_problem bb_problem(attn_layer *L, const uint8_t *mask, bb_ctx *c) {
-    bs_problem P = {L, mask, c->nb * c->tpb, bb_plan, c, (float *)L->cache, L->scratch};
+    bs_problem P = {.L = L, .key_mask = mask, .n_tiles = c->nb * c->tpb, .plan = bb_plan, .ctx = c,
+                    .lse = (float *)L->cache, .scratch = L->scratch};
     return P;
 }
 

@@ -8,8 +8,8 @@
  *    step is an elementwise loop over the 32 row lanes, and the products are register-blocked
  *    micro-kernels (kern_t, kern_rows, kern_cols) that GCC -O3 vectorises; rows outside their
  *    range get -inf. Cost ~ (union of the ranges) x 32.
- *  - row mode, when the ranges are mostly disjoint (the strided pattern's per-row columns): one
- *    row at a time over its own columns only. Cost ~ sum of the ranges, with more overhead per pair.
+ *  - row mode, when the ranges are mostly disjoint (a lone global row, few rows): one row at a
+ *    time over its own columns only. Cost ~ sum of the ranges, with more overhead per pair.
  * The mode is chosen per chunk from these two costs; both update the same per-row online-softmax
  * state, so the result does not depend on the choice beyond float rounding.
  */
@@ -213,17 +213,17 @@ static int chunk_plan(const bs_tile *T, const bs_seg *g, int c0, int nc, int *ca
     return a < e && (double)(e - a) * BS_BR * BS_TILE_COST <= (double)need;
 }
 
-/* Gather columns [c0 + ca, c0 + ce) of segment g into buffer columns [ca, ce): positions (start +
- * t*stride unless g lists them), validity as an additive bias, K and V row-major, and in row mode
- * K transposed (and V transposed when backward). */
-static void gather(const bs_problem *P, int b, const bs_seg *g, int start, int c0, int ca, int ce, const float *kbh,
+/* Gather columns [c0 + ca, c0 + ce) of segment g into buffer columns [ca, ce): positions, validity
+ * as an additive bias, K and V row-major, and in row mode K transposed (and V transposed when
+ * backward). */
+static void gather(const bs_problem *P, int b, const bs_seg *g, int c0, int ca, int ce, const float *kbh,
                    const float *vbh, bs_ws *w, int rowmode, int backward) {
     const attn_shape *s = &P->L->shape;
     const int Dh = s->Dh, Nk = s->Nk;
     const uint8_t *valid = g->valid ? g->valid : (P->key_mask ? P->key_mask + (size_t)b * Nk : NULL);
     for (int c = ca; c < ce; c++) {
         int t = c0 + c;
-        int pos = g->pos ? g->pos[t] : start + t * g->stride;
+        int pos = g->pos ? g->pos[t] : g->start + t * g->stride;
         LRA_CHECK(pos >= 0 && pos < Nk, "pattern lists key %d outside [0, %d)", pos, Nk);
         int idx = g->mstride ? g->mstart + t * g->mstride : pos;
         w->kpos[c] = pos;
@@ -558,8 +558,25 @@ static void fwd_chunk_rows(const bs_problem *P, int b, int h, const bs_seg *g, i
     }
 }
 
+size_t bs_pass_state_bytes(int B, int H, int N, int Dh) {
+    const size_t rows = (size_t)B * H * N;
+    return bs_align(rows * sizeof(float)) + bs_align(rows * sizeof(double)) + bs_align(rows * Dh * sizeof(float));
+}
+
+/* The pass-0 state arrays in P->state. */
+static void pass_state(const bs_problem *P, float **m, double **l, float **acc) {
+    const attn_shape *s = &P->L->shape;
+    const size_t rows = (size_t)s->B * s->H * s->N;
+    char *base = P->state;
+    *m = (float *)(void *)base;
+    *l = (double *)(void *)(base + bs_align(rows * sizeof(float)));
+    *acc = (float *)(void *)(base + bs_align(rows * sizeof(float)) + bs_align(rows * sizeof(double)));
+}
+
+enum { PASS_ONLY = 0, PASS_SAVE = 1, PASS_LOAD = 2 };
+
 static void forward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, const float *q, const float *k,
-                         const float *v, float *out) {
+                         const float *v, float *out, int pass) {
     const attn_shape *s = &P->L->shape;
     const int Dh = s->Dh, N = s->N, Nk = s->Nk;
     if (!plan_tile(P, b, h, t, w)) return;
@@ -567,17 +584,18 @@ static void forward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, con
     const size_t bh = (size_t)b * s->H + h;
     const float *kbh = k + bh * Nk * Dh, *vbh = v + bh * Nk * Dh;
     load_rows(P, b, h, w, q, NULL, NULL, 0);
+    float *sm = NULL, *sacc = NULL;
+    double *sl = NULL;
+    if (pass != PASS_ONLY) pass_state(P, &sm, &sl, &sacc);
+    if (pass == PASS_LOAD)
+        for (int r = 0; r < T->nr; r++) {
+            const size_t x = bh * N + T->row[r];
+            w->m[r] = sm[x];
+            w->l[r] = sl[x];
+            for (int d = 0; d < Dh; d++) w->acc[(size_t)r * Dh + d] = sacc[x * Dh + d];
+        }
     for (int gi = 0; gi < T->nseg; gi++) {
         bs_seg *g = &T->seg[gi];
-        if (g->per_row) { /* each row its own keys: row mode, chunk by chunk */
-            for (int r = 0; r < T->nr; r++)
-                for (int c0 = LRA_MAX(0, g->lo[r]); c0 < g->hi[r]; c0 += BS_BC) {
-                    const int nc = LRA_MIN(BS_BC, g->hi[r] - c0);
-                    gather(P, b, g, g->rstart[r], c0, 0, nc, kbh, vbh, w, 1, 0);
-                    fwd_row(P, b, h, r, 0, nc, w);
-                }
-            continue;
-        }
         int cmin, cmax;
         seg_span(T, g, &cmin, &cmax);
         for (int c0 = cmin; c0 < cmax; c0 += BS_BC) {
@@ -585,10 +603,19 @@ static void forward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, con
             int ca, ce;
             const int tile = chunk_plan(T, g, c0, nc, &ca, &ce);
             if (ca >= ce) continue;
-            gather(P, b, g, g->start, c0, ca, ce, kbh, vbh, w, !tile, 0);
+            gather(P, b, g, c0, ca, ce, kbh, vbh, w, !tile, 0);
             if (tile) fwd_chunk_tile(P, b, h, g, c0, ca, ce, w);
             else fwd_chunk_rows(P, b, h, g, c0, nc, w);
         }
+    }
+    if (pass == PASS_SAVE) {
+        for (int r = 0; r < T->nr; r++) {
+            const size_t x = bh * N + T->row[r];
+            sm[x] = w->m[r];
+            sl[x] = w->l[r];
+            for (int d = 0; d < Dh; d++) sacc[x * Dh + d] = (float)w->acc[(size_t)r * Dh + d];
+        }
+        return;
     }
     float *lse = P->lse + bh * N;
     for (int r = 0; r < T->nr; r++) {
@@ -606,20 +633,37 @@ static void forward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, con
     }
 }
 
-void bs_forward(const bs_problem *P, const float *q, const float *k, const float *v, float *out) {
+/* Tiles [t0, t1) of every (b, h), in parallel. */
+static void forward_tiles(const bs_problem *P, int t0, int t1, int pass, const float *q, const float *k,
+                          const float *v, float *out) {
     const attn_shape *s = &P->L->shape;
-    LRA_CHECK(s->Dh >= 1 && P->n_tiles >= 0, "head size %d, %d tiles", s->Dh, P->n_tiles);
-    const long total = (long)s->B * s->H * P->n_tiles;
+    const int per = t1 - t0;
+    if (per <= 0) return;
+    const long total = (long)s->B * s->H * per;
     const int nt = n_kernel_threads(s);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel num_threads(nt)
     {
         bs_ws w = ws_of(P, thread_id());
 #pragma omp for schedule(dynamic, 4)
         for (long u = 0; u < total; u++) {
-            int t = (int)(u % P->n_tiles);
-            long bh = u / P->n_tiles;
-            forward_tile(P, (int)(bh / s->H), (int)(bh % s->H), t, &w, q, k, v, out);
+            int t = t0 + (int)(u % per);
+            long bh = u / per;
+            forward_tile(P, (int)(bh / s->H), (int)(bh % s->H), t, &w, q, k, v, out, pass);
         }
+    }
+}
+
+void bs_forward(const bs_problem *P, const float *q, const float *k, const float *v, float *out) {
+    const attn_shape *s = &P->L->shape;
+    LRA_CHECK(s->Dh >= 1 && P->n_tiles >= 0 && P->split >= 0 && P->split <= P->n_tiles,
+              "head size %d, %d tiles, split %d", s->Dh, P->n_tiles, P->split);
+    if (P->split > 0) {
+        LRA_CHECK(P->state != NULL, "two-pass problem without state");
+        forward_tiles(P, 0, P->split, PASS_SAVE, q, k, v, out);
+        forward_tiles(P, P->split, P->n_tiles, PASS_LOAD, q, k, v, out);
+    } else {
+        forward_tiles(P, 0, P->n_tiles, PASS_ONLY, q, k, v, out);
     }
 }
 
@@ -728,18 +772,6 @@ static void backward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, co
     load_rows(P, b, h, w, q, out, dout, 1);
     for (int gi = 0; gi < T->nseg; gi++) {
         bs_seg *g = &T->seg[gi];
-        if (g->per_row) {
-            for (int r = 0; r < T->nr; r++)
-                for (int c0 = LRA_MAX(0, g->lo[r]); c0 < g->hi[r]; c0 += BS_BC) {
-                    const int nc = LRA_MIN(BS_BC, g->hi[r] - c0);
-                    gather(P, b, g, g->rstart[r], c0, 0, nc, kbh, vbh, w, 1, 1);
-                    memset(w->dkc, 0, sizeof(float) * (size_t)nc * w->Dp);
-                    memset(w->dvc, 0, sizeof(float) * (size_t)nc * w->Dp);
-                    bwd_row(P, b, h, r, 0, nc, w);
-                    scatter_dkv(w, Dh, 0, nc);
-                }
-            continue;
-        }
         int cmin, cmax;
         seg_span(T, g, &cmin, &cmax);
         for (int c0 = cmin; c0 < cmax; c0 += BS_BC) {
@@ -747,7 +779,7 @@ static void backward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, co
             int ca, ce;
             const int tile = chunk_plan(T, g, c0, nc, &ca, &ce);
             if (ca >= ce) continue;
-            gather(P, b, g, g->start, c0, ca, ce, kbh, vbh, w, !tile, 1);
+            gather(P, b, g, c0, ca, ce, kbh, vbh, w, !tile, 1);
             if (tile) {
                 bwd_chunk_tile(P, b, h, g, c0, ca, ce, w);
             } else {
@@ -762,10 +794,11 @@ static void backward_tile(const bs_problem *P, int b, int h, int t, bs_ws *w, co
             scatter_dkv(w, Dh, ca, ce);
         }
     }
-    const float scale = 1.0f / sqrtf((float)Dh);
+    /* dq was zeroed for this (b, h); a row of a two-pass problem gets both passes' parts */
+    const double scale = 1.0 / sqrt((double)Dh);
     for (int r = 0; r < T->nr; r++) {
         float *o = dq + (bh * N + T->row[r]) * Dh;
-        for (int d = 0; d < Dh; d++) o[d] = (float)(w->acc[(size_t)r * Dh + d] * scale);
+        for (int d = 0; d < Dh; d++) o[d] += (float)(w->acc[(size_t)r * Dh + d] * scale);
     }
 }
 
@@ -775,6 +808,7 @@ void bs_backward(const bs_problem *P, const float *q, const float *k, const floa
     LRA_CHECK(s->Dh >= 1 && P->n_tiles >= 0, "head size %d, %d tiles", s->Dh, P->n_tiles);
     const int BH = s->B * s->H, N = s->N, Nk = s->Nk, Dh = s->Dh;
     const int nt = n_kernel_threads(s);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel num_threads(nt)
     {
         bs_ws w = ws_of(P, thread_id());

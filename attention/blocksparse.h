@@ -11,7 +11,7 @@
  * union over segments of those columns whose key is valid (key padding and any pattern-specific
  * exclusion, see bs_seg.valid). The plan must list each key at most once per row (no duplicates
  * across segments), and every query row 0..N-1 must appear in exactly one tile per (b, h); rows
- * with no segment (or no valid candidate) get output 0.
+ * with no segment (or no valid candidate) get output 0. (Two-pass problems: see bs_problem.split.)
  *
  * One softmax normalises the whole candidate set (reference/attention.md §0.2), so the kernel is
  * the online-softmax loop of §1.3 restricted to the listed columns:
@@ -48,11 +48,6 @@ typedef struct {
     int n;                /* columns (keys) in the segment */
     const int *pos;       /* ascending key positions (n), or NULL: position = start + t*stride */
     int start, stride;
-    /* per_row != 0: every row has its own keys, position = rstart[r] + t*stride for t in
-     * [lo[r], hi[r]) (n and start unused; validity by position, mstride must be 0). For patterns
-     * whose rows share no keys (the strided pattern's every-l-th keys): processed row by row. */
-    int per_row;
-    int rstart[BS_BR];
     /* Key validity of column t: valid[idx] with idx = mstart + t*mstride when mstride != 0, else
      * idx = the key position; idx outside [0, Nk) is invalid. valid == NULL: the key-padding row
      * key_mask[b] (all valid when the mask is NULL). Mechanisms pass their own row to exclude
@@ -87,7 +82,18 @@ struct bs_problem {
     const void *ctx;         /* the mechanism's plan data */
     float *lse;              /* (B, H, N): row log-sum-exp, written by forward, read by backward */
     void *scratch;           /* n_threads * bs_thread_bytes(Nk, Dh) bytes, BS_ALIGN aligned */
+    /* Optional second pass: tiles [0, split) are pass 0 and [split, n_tiles) pass 1; then EACH pass
+     * lists every query row exactly once, and a row's softmax runs over its candidates of both
+     * passes (the forward carries the online-softmax state of pass 0 over in `state`; the backward
+     * adds the dq of both). For patterns whose two parts want different row tilings (the strided
+     * pattern: contiguous rows for the band, rows of one residue class for the every-l-th keys).
+     * split = 0: one pass, every row in exactly one tile, state unused. */
+    int split;
+    void *state;             /* bs_pass_state_bytes(B, H, N, Dh) bytes when split > 0 */
 };
+
+/* Bytes of the pass-0 state: per row m (float), l (double), P V (Dh floats). */
+size_t bs_pass_state_bytes(int B, int H, int N, int Dh);
 
 /* Bytes of kernel scratch per thread (forward and backward), and for n_threads threads. */
 size_t bs_thread_bytes(int Nk, int Dh);

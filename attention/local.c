@@ -126,7 +126,8 @@ static double local_flops(const void *params, const attn_shape *s) {
 }
 
 static bs_problem local_problem(attn_layer *L, const uint8_t *mask, const local_ctx *c) {
-    bs_problem P = {L, mask, c->ng * c->tpg, local_plan, c, (float *)L->cache, L->scratch};
+    bs_problem P = {.L = L, .key_mask = mask, .n_tiles = c->ng * c->tpg, .plan = local_plan, .ctx = c,
+                    .lse = (float *)L->cache, .scratch = L->scratch};
     return P;
 }
 

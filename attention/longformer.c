@@ -217,8 +217,8 @@ static double lf_flops(const void *params, const attn_shape *s) {
 static bs_problem lf_problem(attn_layer *L, const uint8_t *mask, lf_ctx *c) {
     const attn_shape *s = &L->shape;
     lf_buffers(c, s, mask, L->scratch);
-    bs_problem P = {L, mask, c->n_band_tiles + LRA_CEIL_DIV(c->ng, BS_BR), lf_plan, c, (float *)L->cache,
-                    (char *)L->scratch + lf_shared_bytes(s)};
+    bs_problem P = {.L = L, .key_mask = mask, .n_tiles = c->n_band_tiles + LRA_CEIL_DIV(c->ng, BS_BR), .plan = lf_plan,
+                    .ctx = c, .lse = (float *)L->cache, .scratch = (char *)L->scratch + lf_shared_bytes(s)};
     return P;
 }
 

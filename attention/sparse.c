@@ -21,8 +21,14 @@
  * Defaults follow the paper's enwik8 model: fixed, stride 128, c 32. Cost per row: fixed
  * ~ l + N c / l keys, strided ~ 2 l + N / l: O(N sqrt(N)) for l ~ sqrt(N), as in the paper.
  *
+ * Kernel: attention/blocksparse.c. Fixed: tiles of rows of one block; segments = the own block
+ * (summary columns excluded through a validity row) and the summary columns. Strided: two passes
+ * (bs_problem.split), the band over contiguous rows, then the every-l-th keys over rows of one
+ * residue class, merged into one softmax per row.
+ *
  * Shapes (glossary in attention.h): q, k, v, out (B,H,N,Dh); key_mask (B,N); cache: row
- * log-sum-exp (B,H,N). Memory O(B H N) plus per-thread scratch O(N Dh) and O(B N) bytes of masks.
+ * log-sum-exp (B,H,N). Memory O(B H N) plus per-thread scratch O(N Dh); fixed adds O(N) ints and
+ * O(B N) bytes of masks, strided the pass-0 softmax state O(B H N Dh) (bs_pass_state_bytes).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +60,8 @@ static const param_def sparse_schema[] = {
 typedef struct {
     int N, l, c, causal, strided, lra;
     int n_tiles;
-    int tpg;            /* tiles per block (fixed) */
+    int tpg;            /* tiles per block (fixed) or per residue class (strided pass 1) */
+    int split;          /* strided: tiles of pass 0 (bs_problem.split) */
     int nS;             /* fixed: summary columns < N */
     const int *S;       /* (nS) ascending */
     const uint8_t *own; /* (B,N): key real and not a summary column (fixed, own-block segment) */
@@ -76,8 +83,9 @@ static sp_ctx sp_setup(const sparse_params *p, const attn_shape *s) {
     c.strided = p->pattern == SP_STRIDED;
     c.lra = p->lra_causal;
     if (c.strided) {
-        c.tpg = 1;
-        c.n_tiles = LRA_CEIL_DIV(s->N, BS_BR);
+        c.split = LRA_CEIL_DIV(s->N, BS_BR);
+        c.tpg = LRA_CEIL_DIV(LRA_CEIL_DIV(s->N, c.l), BS_BR); /* per residue class */
+        c.n_tiles = c.split + LRA_MIN(c.l, s->N) * c.tpg;
     } else {
         c.tpg = LRA_CEIL_DIV(LRA_MIN(c.l, s->N), BS_BR);
         c.n_tiles = LRA_CEIL_DIV(s->N, c.l) * c.tpg;
@@ -86,7 +94,7 @@ static sp_ctx sp_setup(const sparse_params *p, const attn_shape *s) {
 }
 
 static size_t sp_shared_bytes(const sparse_params *p, const attn_shape *s) {
-    if (p->pattern == SP_STRIDED) return 0;
+    if (p->pattern == SP_STRIDED) return bs_align(bs_pass_state_bytes(s->B, s->H, s->N, s->Dh));
     return bs_align(sizeof(int) * (size_t)s->N) + bs_align((size_t)s->B * s->N);
 }
 
@@ -146,39 +154,54 @@ static void sp_plan_fixed(const sp_ctx *c, int b, int t, bs_tile *T) {
     T->nseg = 2;
 }
 
-/* Strided: tiles of BS_BR contiguous rows. The band (A1, self included) is one contiguous segment
- * shared by the tile; the every-l-th keys (A2 without self) differ per row: a per-row segment
- * below each row (and, bidirectional, one above). */
+/* Strided, two passes (bs_problem.split). Pass 0: tiles of BS_BR contiguous rows and the band A1
+ * (self included), one contiguous segment shared by the tile. Pass 1: tiles of rows of one residue
+ * class rho + l*u, which share the every-l-th keys rho + l*t: t < u below (and t > u above when
+ * bidirectional). Both parts then run as dense tiles. */
 static void sp_plan_strided(const sp_ctx *c, int t, bs_tile *T) {
-    const int l = c->l, i0 = t * BS_BR, i1 = LRA_MIN(c->N, i0 + BS_BR);
-    if (i0 >= i1) return;
-    const int right = c->causal ? 0 : l - 1;
-    const int kb0 = LRA_MAX(0, i0 - (l - 1)), kb1 = LRA_MIN(c->N - 1, i1 - 1 + right);
-    const int nr = i1 - i0;
-    bs_seg *band = &T->seg[0], *below = &T->seg[1], *above = &T->seg[2];
-    bs_seg_reset(band);
-    band->n = kb1 - kb0 + 1;
-    band->start = kb0;
-    band->stride = 1;
+    const int l = c->l;
+    if (t < c->split) {
+        const int i0 = t * BS_BR, i1 = LRA_MIN(c->N, i0 + BS_BR);
+        if (i0 >= i1) return;
+        const int right = c->causal ? 0 : l - 1;
+        const int kb0 = LRA_MAX(0, i0 - (l - 1)), kb1 = LRA_MIN(c->N - 1, i1 - 1 + right);
+        bs_seg *band = &T->seg[0];
+        bs_seg_reset(band);
+        band->n = kb1 - kb0 + 1;
+        band->start = kb0;
+        band->stride = 1;
+        for (int r = 0; r < i1 - i0; r++) {
+            const int i = i0 + r;
+            T->row[r] = i;
+            band->lo[r] = i - (l - 1) - kb0;
+            band->hi[r] = i + right + 1 - kb0;
+        }
+        T->nr = i1 - i0;
+        T->nseg = 1;
+        return;
+    }
+    t -= c->split;
+    const int rho = t / c->tpg, u0 = (t % c->tpg) * BS_BR;
+    if (rho >= c->N) return;
+    const int ncls = (c->N - rho + l - 1) / l;
+    const int u1 = LRA_MIN(ncls, u0 + BS_BR);
+    if (u0 >= u1) return;
+    bs_seg *below = &T->seg[0], *above = &T->seg[1];
     bs_seg_reset(below);
-    below->per_row = 1;
+    below->n = ncls;
+    below->start = rho;
     below->stride = l;
-    bs_seg_reset(above);
-    above->per_row = 1;
-    above->stride = l;
-    for (int r = 0; r < nr; r++) {
-        const int i = i0 + r, rho = i % l, u = i / l, ncls = (c->N - rho + l - 1) / l;
-        T->row[r] = i;
-        band->lo[r] = i - (l - 1) - kb0;
-        band->hi[r] = i + right + 1 - kb0;
-        below->rstart[r] = above->rstart[r] = rho;
+    *above = *below;
+    for (int r = 0; r < u1 - u0; r++) {
+        const int u = u0 + r;
+        T->row[r] = rho + l * u;
         below->lo[r] = 0; /* j = rho, rho + l, ..., i - l */
         below->hi[r] = u;
         above->lo[r] = u + 1; /* j = i + l, i + 2l, ... */
         above->hi[r] = ncls;
     }
-    T->nr = nr;
-    T->nseg = c->causal ? 2 : 3;
+    T->nr = u1 - u0;
+    T->nseg = c->causal ? 1 : 2;
 }
 
 static void sp_plan(const bs_problem *P, int b, int h, int t, bs_tile *T) {
@@ -246,8 +269,9 @@ static double sp_flops(const void *params, const attn_shape *s) {
 static bs_problem sp_problem(attn_layer *L, const uint8_t *mask, sp_ctx *c) {
     const attn_shape *s = &L->shape;
     sp_buffers(c, s, mask, L->scratch);
-    bs_problem P = {L, mask, c->n_tiles, sp_plan, c, (float *)L->cache,
-                    (char *)L->scratch + sp_shared_bytes(L->params, s)};
+    bs_problem P = {.L = L, .key_mask = mask, .n_tiles = c->n_tiles, .plan = sp_plan, .ctx = c,
+                    .lse = (float *)L->cache, .scratch = (char *)L->scratch + sp_shared_bytes(L->params, s),
+                    .split = c->strided ? c->split : 0, .state = c->strided ? L->scratch : NULL};
     return P;
 }
 
