@@ -57,7 +57,16 @@ static int parse_int_arg(const char *s, int *out) {
     return 0;
 }
 
+static int cmd_run_with(int argc, char **argv, const char **sets);
+
 static int cmd_run(int argc, char **argv) {
+    const char **sets = xcalloc((size_t)argc + 1, sizeof *sets);
+    int rc = cmd_run_with(argc, argv, sets);
+    free(sets);
+    return rc;
+}
+
+static int cmd_run_with(int argc, char **argv, const char **sets) {
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'},     {"set", required_argument, 0, 's'},
         {"threads", required_argument, 0, 'j'}, {"resume", no_argument, 0, 'R'},
@@ -67,7 +76,6 @@ static int cmd_run(int argc, char **argv) {
         {0, 0, 0, 0}};
     runner_opts ro;
     memset(&ro, 0, sizeof ro);
-    const char **sets = xcalloc((size_t)argc + 1, sizeof *sets);
     int n_sets = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:s:j:h", opts, NULL)) != -1) {
@@ -118,11 +126,9 @@ static int cmd_run(int argc, char **argv) {
         if (config_load(&plan, argv[i], sets, n_sets, err, sizeof err)) {
             fprintf(stderr, "%s: error: %s\n", g_prog, err);
             config_plan_free(&plan);
-            free(sets);
             return 2;
         }
     }
-    free(sets);
     int rc = runner_run(&plan, &ro);
     config_plan_free(&plan);
     return rc;
