@@ -127,7 +127,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         rep->wall_s = lra_now() - t0;
         return -1;
     }
-    int n_classes = c->task_ops->n_classes(c->task_params.bytes);
+    int n_classes = task_n_classes(c->task_ops, c->task_params.bytes, splits);
     rep->majority = task_majority_rate(&splits[SPLIT_TEST], n_classes);
     tlog(o, "data: %s, %d train / %d val / %d test examples, seq_len %d (%.2f s); test majority-class rate %.2f%%\n",
          c->task.name, splits[0].n, splits[1].n, splits[2].n, c->task.seq_len, lra_now() - td, 100 * rep->majority);

@@ -6,10 +6,14 @@
 #include "task.h"
 
 extern const task_ops task_listops;
+extern const task_ops task_text;
+extern const task_ops task_retrieval;
 /* @extern-end */
 
 const task_ops *const task_registry[] = {
     &task_listops,
+    &task_text,
+    &task_retrieval,
     /* @list-end */
 };
 
@@ -28,6 +32,10 @@ void task_split_free(task_split *s) {
     free(s->labels);
     free(s->stream);
     memset(s, 0, sizeof *s);
+}
+
+int task_n_classes(const task_ops *ops, const void *params, const task_split splits[N_SPLITS]) {
+    return splits[SPLIT_TRAIN].n_classes > 0 ? splits[SPLIT_TRAIN].n_classes : ops->n_classes(params);
 }
 
 double task_majority_rate(const task_split *s, int n_classes) {

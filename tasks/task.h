@@ -28,6 +28,8 @@ typedef struct {
     int n_inputs;     /* 1, or 2 for TASK_MATCH */
     int32_t *tokens;  /* (n, n_inputs, seq_len), malloc'd */
     int32_t *labels;  /* (n,), class ids in [0, n_classes), malloc'd */
+    int n_classes;    /* classes as built, when the count depends on the data (set by build() in
+                       * every split); 0: ops->n_classes(params) gives it. See task_n_classes. */
     uint8_t *stream;  /* TASK_LM: the split's bytes, malloc'd */
     size_t stream_len;
 } task_split;
@@ -48,6 +50,8 @@ typedef struct task_ops {
     int n_schema;
     size_t params_size;      /* <= TASK_PARAMS_MAX */
     int (*vocab_size)(const void *params);  /* including padding id 0 */
+    /* Classes known from the params alone, or 0 when only build() can tell (it then sets
+     * task_split.n_classes). Use task_n_classes() after a build. */
     int (*n_classes)(const void *params);
     /* Check params (e.g. min_length < max_length); -1 with a message naming the key. NULL: ok. */
     int (*validate)(const void *params, const task_env *env, char *err, size_t errlen);
@@ -63,6 +67,10 @@ extern const int task_registry_count;
 const task_ops *task_find(const char *name); /* NULL when unknown */
 
 void task_split_free(task_split *s);
+
+/* Number of classes of built splits: splits[SPLIT_TRAIN].n_classes when build() set it, else
+ * ops->n_classes(params). */
+int task_n_classes(const task_ops *ops, const void *params, const task_split splits[N_SPLITS]);
 
 /* Share of the most frequent label in s (the majority-class accuracy), in [0, 1]. */
 double task_majority_rate(const task_split *s, int n_classes);
