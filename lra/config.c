@@ -41,6 +41,15 @@ const param_def model_schema[] = {
     P_FLOAT(model_cfg, emb_init_std, "1.0", 0, 100, "standard deviation of the token embedding initialisation (LRA: 1.0)"),
     P_ENUM(model_cfg, interaction, "nli", "nli|concat",
            "two-document tasks: classify [u, v, u*v, u-v] (nli, the LRA paper) or [u, v] (concat, what LRA's code did)"),
+    P_ENUM(model_cfg, memory, "none", "none|xl|compressive",
+           "language modelling: segment memory; none (attention within the segment), xl (Transformer-XL recurrence, relative positions), compressive (xl + compressed memory)"),
+    P_INT(model_cfg, mem_len, "0", 0, 1048576, "xl/compressive: positions of memory kept per layer (Transformer-XL mem_len M; required > 0)"),
+    P_INT(model_cfg, cmem_len, "0", 0, 1048576, "compressive: compressed memory slots per layer (required > 0)"),
+    P_INT(model_cfg, compression_rate, "4", 1, 1024, "compressive: c, evicted memories per compressed slot (segment_len and mem_len must be multiples)"),
+    P_ENUM(model_cfg, compression, "conv", "max|mean|conv|dilated_conv", "compressive: compression function f_c (conv: the paper's best)"),
+    P_FLOAT(model_cfg, recon_weight, "1.0", 0, 1e6, "compressive: weight of the attention-reconstruction loss (it trains only the compressor)"),
+    P_INT(model_cfg, clamp_len, "0", 0, 1048576, "xl/compressive: relative distances above this use this one's encoding (0 = no clamp)"),
+    P_BOOL(model_cfg, same_length, "false", "xl/compressive: every query attends over the same number of keys (Transformer-XL eval)"),
 };
 const int model_schema_n = (int)LRA_ARRAY_LEN(model_schema);
 
@@ -61,6 +70,13 @@ const param_def train_schema[] = {
     P_INT(train_cfg, eval_batches, "0", 0, 1e9, "validation batches per evaluation; 0 evaluates the whole split"),
     P_FLOAT(train_cfg, max_minutes, "0", 0, 1e7, "wall-clock limit of one run in minutes (status timeout); 0 means none"),
     P_INT(train_cfg, log_every, "50", 1, 1e9, "steps between training log lines"),
+    P_INT(train_cfg, eval_segment_len, "0", 0, 1048576,
+          "language modelling: segment length when scoring val/test (Transformer-XL evaluates with shorter segments and longer memory); 0 = task.seq_len"),
+    P_INT(train_cfg, eval_mem_len, "0", 0, 1048576, "language modelling, xl/compressive: model.mem_len when scoring val/test; 0 = model.mem_len"),
+    P_INT(train_cfg, checkpoint_every, "0", 0, 1e9,
+          "steps between checkpoints (parameters, AdamW state, loop position) in DIR/checkpoints/<run_id>.ckpt, also written at a timeout; a run that finds its checkpoint continues from it (lra run --resume) with the same results; 0 = none"),
+    P_BOOL(train_cfg, save_model, "false",
+           "keep DIR/checkpoints/<run_id>.ckpt after a successful run (last and best-validation parameters, for analyses); otherwise it is deleted when the run ends ok"),
 };
 const int train_schema_n = (int)LRA_ARRAY_LEN(train_schema);
 
@@ -961,6 +977,45 @@ static int check_run(loader *L, run_cfg *c, setting **S, const int *idx, int nS,
         return errat(L, task_loc, "task '%s': %s", t->name, why);
     }
     const attn_ops *a = c->attn_ops;
+    if (t->kind == TASK_LM && (c->train.checkpoint_every > 0 || c->train.save_model)) {
+        const char *key = c->train.checkpoint_every > 0 ? "train.checkpoint_every" : "train.save_model";
+        loc_t train_at = L->has_section[TOP_TRAIN] ? L->section_loc[TOP_TRAIN] : L->root_loc;
+        loc_t at = chosen_loc(S, idx, nS, key, train_at);
+        return errat(L, at, "%scheckpoints are not supported for language-modelling (lm) runs yet (%s)", pfx(L, key, at), key);
+    }
+    if (m->memory != MEMORY_NONE) {
+        loc_t at = chosen_loc(S, idx, nS, "model.memory", model_at);
+        if (t->kind != TASK_LM)
+            return errat(L, at, "%ssegment memory needs a language-modelling task, not '%s'", pfx(L, "model.memory", at), t->name);
+        if (strcmp(a->name, "softmax"))
+            return errat(L, entry_loc, "attention '%s' cannot be used with model.memory %s: the relative attention over [memory; segment] is exact softmax (use attention: softmax)",
+                         a->name, m->memory == MEMORY_XL ? "xl" : "compressive");
+        if (m->mem_len <= 0) {
+            loc_t ml = chosen_loc(S, idx, nS, "model.mem_len", at);
+            return errat(L, ml, "%smust be > 0 with model.memory %s (model.mem_len)", pfx(L, "model.mem_len", ml),
+                         m->memory == MEMORY_XL ? "xl" : "compressive");
+        }
+        if (m->memory == MEMORY_COMPRESSIVE) {
+            int cr = m->compression_rate;
+            loc_t cat = chosen_loc(S, idx, nS, "model.compression_rate", at);
+            loc_t cl = chosen_loc(S, idx, nS, "model.cmem_len", at);
+            if (m->cmem_len <= 0)
+                return errat(L, cl, "%smust be > 0 with model.memory compressive (model.cmem_len)", pfx(L, "model.cmem_len", cl));
+            if (c->task.seq_len % cr || m->mem_len % cr)
+                return errat(L, cat, "%s%d must divide the segment length task.seq_len (%d) and model.mem_len (%d) (model.compression_rate)",
+                             pfx(L, "model.compression_rate", cat), cr, c->task.seq_len, m->mem_len);
+            if (c->train.eval_segment_len % cr || c->train.eval_mem_len % cr)
+                return errat(L, cat, "%s%d must divide train.eval_segment_len (%d) and train.eval_mem_len (%d) (model.compression_rate)",
+                             pfx(L, "model.compression_rate", cat), cr, c->train.eval_segment_len, c->train.eval_mem_len);
+        }
+    }
+    if (t->kind == TASK_LM && m->memory == MEMORY_NONE && m->pos == POS_LEARNED && c->train.eval_segment_len &&
+        c->train.eval_segment_len != c->task.seq_len)
+    {
+        loc_t el = chosen_loc(S, idx, nS, "train.eval_segment_len", model_at);
+        return errat(L, el, "%slearned positions (model.pos) are trained for task.seq_len %d positions only, got train.eval_segment_len %d",
+                     pfx(L, "train.eval_segment_len", el), c->task.seq_len, c->train.eval_segment_len);
+    }
     if (m->causal && !(a->caps & ATTN_CAP_CAUSAL)) {
         if (t->kind == TASK_LM)
             return errat(L, entry_loc, "attention '%s' does not support causal attention, which language-modelling task '%s' needs",
@@ -1066,6 +1121,22 @@ static int expand(loader *L, resolved *R, run_plan *plan) {
                 LRA_CHECK(rc == 0, "value checked before cannot be set: %s", why);
             }
             if (R->task->kind == TASK_LM) c->model.causal = 1;
+            if (c->model.memory != MEMORY_COMPRESSIVE) {
+                /* Memory keys a run does not use go back to their defaults, so that a sweep over
+                 * memory: [none, xl, compressive] x mem_len/cmem_len axes runs each model once. */
+                model_cfg d;
+                schema_defaults(model_schema, model_schema_n, &d);
+                c->model.cmem_len = d.cmem_len;
+                c->model.compression_rate = d.compression_rate;
+                c->model.compression = d.compression;
+                c->model.recon_weight = d.recon_weight;
+                if (c->model.memory == MEMORY_NONE) {
+                    c->model.mem_len = d.mem_len;
+                    c->model.clamp_len = d.clamp_len;
+                    c->model.same_length = d.same_length;
+                    c->train.eval_mem_len = 0;
+                }
+            }
             if (check_run(L, c, S, idx, nS, L->attn[e].loc, R->task_loc)) {
                 free(S);
                 free(idx);
@@ -1137,7 +1208,14 @@ void config_finalize(run_cfg *c) {
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     LRA_CHECK(f, "open_memstream failed");
-    config_dump_yaml(c, f);
+    /* Checkpoint keys do not change the results, so they are hashed at their defaults: a run
+     * keeps its id (and finds its checkpoint) when checkpointing is switched on or retuned. */
+    run_cfg *h_cfg = xmalloc(sizeof *h_cfg);
+    *h_cfg = *c;
+    h_cfg->train.checkpoint_every = 0;
+    h_cfg->train.save_model = 0;
+    config_dump_yaml(h_cfg, f);
+    free(h_cfg);
     fclose(f);
     uint64_t h = lra_fnv1a(LRA_FNV_INIT, text, len);
     free(text);
@@ -1168,6 +1246,16 @@ void config_finalize(run_cfg *c) {
         nd++;
     }
     if (nd && used < cap) used += (size_t)snprintf(c->attn_label + used, cap - used, ")");
+    /* Language modelling: the memory kind is part of what is compared (vanilla, XL, Compressive). */
+    const model_cfg *mm = &c->model;
+    if (mm->memory == MEMORY_XL && used < cap)
+        used += (size_t)snprintf(c->attn_label + used, cap - used, "+xl(mem_len=%d)", mm->mem_len);
+    else if (mm->memory == MEMORY_COMPRESSIVE && used < cap) {
+        char kind[32];
+        schema_enum_name("max|mean|conv|dilated_conv", mm->compression, kind, sizeof kind);
+        used += (size_t)snprintf(c->attn_label + used, cap - used, "+compressive(mem_len=%d,cmem_len=%d,c=%d,%s)",
+                                 mm->mem_len, mm->cmem_len, mm->compression_rate, kind);
+    }
     (void)used;
 }
 

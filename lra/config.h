@@ -34,6 +34,7 @@ enum { POS_SINUSOIDAL = 0, POS_LEARNED = 1, POS_NONE = 2 };
 enum { POOL_CLS = 0, POOL_MEAN = 1 };
 enum { INTERACT_NLI = 0, INTERACT_CONCAT = 1 };
 enum { SCHED_COSINE = 0, SCHED_LINEAR = 1, SCHED_CONSTANT = 2, SCHED_RSQRT = 3 };
+enum { MEMORY_NONE = 0, MEMORY_XL = 1, MEMORY_COMPRESSIVE = 2 };
 
 typedef struct {
     int d_model;        /* residual width D */
@@ -48,6 +49,15 @@ typedef struct {
     int causal;         /* causal attention in the encoder (LM tasks force it) */
     float emb_init_std; /* token embedding init std (LRA: 1.0) */
     int interaction;    /* INTERACT_*: "nli|concat", the retrieval head's input */
+    /* Language modelling (TASK_LM; lra/lm.h). The segment length is task.seq_len. */
+    int memory;         /* MEMORY_*: "none|xl|compressive" segment-level recurrence */
+    int mem_len;        /* xl/compressive: memory positions kept per layer (Transformer-XL M) */
+    int cmem_len;       /* compressive: compressed memory slots per layer */
+    int compression_rate; /* compressive: c, evicted memories per compressed slot */
+    int compression;    /* "max|mean|conv|dilated_conv": the index is lra/compress.h's compress_kind */
+    float recon_weight; /* compressive: weight of the attention-reconstruction loss */
+    int clamp_len;      /* xl/compressive: relative distances clamped to this (0 = no clamp) */
+    int same_length;    /* xl/compressive: every query sees the same number of keys */
 } model_cfg;
 
 typedef struct {
@@ -65,6 +75,10 @@ typedef struct {
     int eval_batches;   /* batches per validation; 0 = the whole split */
     float max_minutes;  /* wall-clock limit of the run; 0 = none -> status timeout */
     int log_every;      /* steps between log lines */
+    int eval_segment_len; /* TASK_LM: segment length of val/test scoring; 0 = task.seq_len */
+    int eval_mem_len;   /* TASK_LM xl/compressive: mem_len of val/test scoring; 0 = model.mem_len */
+    int checkpoint_every; /* steps between checkpoints (DIR/checkpoints/<run_id>.ckpt); 0 = none */
+    int save_model;     /* keep the final checkpoint after a successful run */
 } train_cfg;
 
 typedef struct {
@@ -123,7 +137,8 @@ int config_load(run_plan *plan, const char *path, const char *const *sets, int n
 void config_plan_free(run_plan *plan);
 
 /* Write the fully resolved config of one run as YAML (every key, defaults included). The run id
- * is the hash of exactly this text with the run id line omitted. */
+ * is the hash of exactly this text with the run id line omitted, written with train.checkpoint_every
+ * and train.save_model at their defaults (they do not change results). */
 void config_dump_yaml(const run_cfg *c, FILE *f);
 
 /* Compute c->run_id and c->attn_label from the rest of c. */

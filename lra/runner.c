@@ -202,7 +202,7 @@ static void write_config(const char *dir, const run_cfg *c) {
 
 /* Run one config in a child. Fills rep and *peak_rss. Returns 1 when interrupted. */
 static int run_child(const run_cfg *c, const runner_opts *o, const char *run_dir, const char *curves_csv,
-                     const char *label, const char *fault, run_report *rep, long long *peak_rss) {
+                     const char *ckpt, const char *label, const char *fault, run_report *rep, long long *peak_rss) {
     int fds[2];
     memset(rep, 0, sizeof *rep);
     rep->best_val = rep->test = rep->majority = rep->train_loss = NAN;
@@ -231,7 +231,7 @@ static int run_child(const run_cfg *c, const runner_opts *o, const char *run_dir
         snprintf(logp, sizeof logp, "%s/log.txt", run_dir);
         FILE *log = fopen(logp, "w");
         train_opts to = {.curves_path = curves_csv, .log = log, .verbose = 1, .tty = isatty(2), .max_mem = o->max_mem,
-                         .fault = fault, .run_label = label};
+                         .fault = fault, .run_label = label, .ckpt_path = ckpt};
         if (log) {
             fprintf(log, "run %s (%s), config %s, lra %s, %d threads\n", c->run_id, label, c->config_path, LRA_VERSION,
                     lra_threads());
@@ -426,9 +426,15 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
         snprintf(label, sizeof label, "[%d/%d] %s n=%d seed=%d", k + 1, n_todo, c->attn_label, c->task.seq_len,
                  c->train.seed);
         fprintf(stderr, "lra: %s: run %s\n", label, c->run_id);
+        /* the run resumes from its checkpoint when one exists (train.checkpoint_every) */
+        char ckpt_dir[1100], ckpt[1200];
+        snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoints", out);
+        snprintf(ckpt, sizeof ckpt, "%s/%s.ckpt", ckpt_dir, c->run_id);
+        if ((c->train.checkpoint_every > 0 || c->train.save_model) && mkdir_p(ckpt_dir))
+            fprintf(stderr, "lra: warning: cannot create %s: %s\n", ckpt_dir, strerror(errno));
         run_report rep;
         long long rss = 0;
-        if (run_child(c, o, run_dir, curves_csv, label, fault_for(todo[k]), &rep, &rss)) {
+        if (run_child(c, o, run_dir, curves_csv, ckpt, label, fault_for(todo[k]), &rep, &rss)) {
             interrupted = 1;
             break;
         }
@@ -440,7 +446,12 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
         int ok = !strcmp(rep.status, STATUS_OK);
         n_bad += !ok;
         char rssb[32];
-        if (ok)
+        if (ok && !strcmp(rep.metric, "bpb"))
+            printf("%-8s %-32s seq_len %-6d seed %-3d test %6.4f bpb  best val %6.4f bpb @ %-6d  %9.0f tok/s  "
+                   "peak RSS %s  %.1f s\n",
+                   rep.status, c->attn_label, c->task.seq_len, c->train.seed, rep.test, rep.best_val, rep.best_step,
+                   rep.tokens_per_s, lra_fmt_bytes((double)rss, rssb, sizeof rssb), rep.wall_s);
+        else if (ok)
             printf("%-8s %-32s seq_len %-6d seed %-3d test %6.2f%%  best val %6.2f%% @ %-6d majority %5.2f%%  %9.0f tok/s  "
                    "peak RSS %s  %.1f s\n",
                    rep.status, c->attn_label, c->task.seq_len, c->train.seed, 100 * rep.test, 100 * rep.best_val,

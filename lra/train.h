@@ -36,11 +36,14 @@ typedef struct {
 
 typedef struct {
     const char *curves_path; /* curves.csv to append evaluation rows to (NULL: none) */
+    const char *ckpt_path;   /* this run's checkpoint file (NULL: none): resumed from when it exists,
+                                written every train.checkpoint_every steps and at a timeout */
     FILE *log;               /* the run's log file (NULL: none) */
     int verbose;             /* also print step/eval lines on stderr */
     int tty;                 /* draw a progress bar on stderr */
     long long max_mem;       /* --max-mem in bytes, 0 = unlimited */
-    const char *fault;       /* test-only fault injection: "crash", "nan", "hang" (NULL: none) */
+    const char *fault;       /* test-only fault injection: "crash", "nan", "hang" (at step index 1),
+                                "kill@N" (SIGKILL before step index N) (NULL: none) */
     const char *run_label;   /* shown in the progress bar, e.g. "3/8 softmax n=256 s=1" */
 } train_opts;
 

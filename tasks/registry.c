@@ -8,12 +8,14 @@
 extern const task_ops task_listops;
 extern const task_ops task_text;
 extern const task_ops task_retrieval;
+extern const task_ops task_lm;
 /* @extern-end */
 
 const task_ops *const task_registry[] = {
     &task_listops,
     &task_text,
     &task_retrieval,
+    &task_lm,
     /* @list-end */
 };
 

@@ -339,8 +339,8 @@ static void test_schema_helpers(void **state) {
     assert_string_equal(schema_type_name(PT_ENUM), "enum");
 
     /* The fixed schemas: sizes, docs, defaults that parse (schema_defaults aborts otherwise). */
-    assert_int_equal(model_schema_n, 12);
-    assert_int_equal(train_schema_n, 16);
+    assert_int_equal(model_schema_n, 20);
+    assert_int_equal(train_schema_n, 20);
     assert_int_equal(task_common_schema_n, 4);
     const param_def *all[] = {model_schema, train_schema, task_common_schema};
     const int ns[] = {model_schema_n, train_schema_n, task_common_schema_n};
@@ -875,7 +875,7 @@ static void test_dump_roundtrip(void **state) {
     if (strncmp(first, head, strlen(head))) fail_msg("dump starts:\n%s", first);
     assert_non_null(strstr(first, "\nmodel:\n  d_model: 33\n  n_heads: 3\n  n_layers: 2\n  d_ff: 128\n  mlp_dim: 128\n"
                                   "  dropout: 0.15\n  attn_dropout: 0\n  pos: none\n  pooling: cls\n  causal: false\n"
-                                  "  emb_init_std: 1\n  interaction: nli\nattention:\n  name: softmax\n"));
+                                  "  emb_init_std: 1\n  interaction: nli\n  memory: none\n  mem_len: 0\n"));
     assert_non_null(strstr(first, "  impl: tiled\n"));
     assert_non_null(strstr(first, "\ntrain:\n  seed: 1\n  batch_size: 32\n  steps: 1000\n  lr: 0.0003\n"));
     assert_non_null(strstr(first, "  eps: 1e-08\n"));
