@@ -29,7 +29,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps check-deps install uninstall clean check-asan bench docs help
+.PHONY: all run test deps check-deps install uninstall clean check-asan bench docs help repro
 .DEFAULT_GOAL := all
 
 all: check-deps $(BIN)
@@ -40,6 +40,7 @@ help:
 	@echo "make test       build and run the whole test suite"
 	@echo "make check-asan run the tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make bench      throughput/memory benchmark (lra bench)"
+	@echo "make repro      small studies of configs/ci/ and the papers' qualitative claims, PASS/FAIL (~1 min)"
 	@echo "make docs       regenerate the README configuration reference from the registries"
 	@echo "make deps       install the Debian packages the build needs (needs root)"
 	@echo "make install    install lra to PREFIX=$(PREFIX)"
@@ -99,6 +100,11 @@ test: all $(TEST_BIN)
 
 bench: all
 	./$(BIN) bench
+
+# The papers' qualitative claims (memory slopes, Performer features, low-rank attention) on the
+# small studies of configs/ci/; exit 1 if one fails. See scripts/repro.sh.
+repro: all
+	LRA_BIN=$(CURDIR)/$(BIN) sh scripts/repro.sh
 
 docs: all
 	sh scripts/update-readme-reference.sh $(BIN)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "approx.h"
 #include "bench.h"
 #include "common.h"
 #include "config.h"
@@ -26,7 +27,8 @@ static void usage_main(FILE *f) {
             "  list [WHAT]        every config key, mechanism and task with types, defaults and docs\n"
             "  plot RESULTS_DIR   regenerate charts and summary.md from a results directory's CSV files\n"
             "  data listops       write generated ListOps splits in LRA's TSV format\n"
-            "  bench              training-step throughput, MFU and memory against sequence length\n"
+            "  bench [CONFIG]     efficiency study: throughput, MFU and memory against sequence length\n"
+            "  approx CONFIG      error of approximate attention vs exact softmax; attention spectra\n"
             "\n"
             "options: --help (also after each command), --version\n"
             "'lra COMMAND --help' shows the options of a command.\n");
@@ -224,7 +226,8 @@ static int cmd_list(int argc, char **argv) {
 static int cmd_plot(int argc, char **argv) {
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: lra plot RESULTS_DIR\n\nRewrite the gnuplot scripts, charts (PNG, SVG) and summary.md of a results\n"
-               "directory from its runs.csv and curves.csv alone.\n");
+               "directory from its runs.csv and curves.csv alone; for a `lra bench` directory, table2.md,\n"
+               "summary.md and the bench charts from its bench.csv and maxlen.csv.\n");
         return 0;
     }
     if (argc != 2 || argv[1][0] == '-') {
@@ -366,6 +369,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "plot")) return cmd_plot(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "approx")) return cmd_approx(argc - 1, argv + 1);
     fprintf(stderr, "%s: error: unknown command '%s'\n", g_prog, cmd);
     usage_main(stderr);
     return 2;

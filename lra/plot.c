@@ -33,6 +33,8 @@
 
 #include "common.h"
 #include "csv.h"
+#include "bench.h"
+#include "published.h"
 #include "results.h"
 
 /* Per-run quantities, already in display units. */
@@ -698,11 +700,11 @@ static int run_gnuplot(const char *gnuplot, const char *dir, const char *script,
     return status;
 }
 
-static void render(const char *dir, chart_t *ch) {
+static void render(const char *dir, chart_t *ch, int n_charts) {
     char gnuplot[4096];
     if (!find_on_path("gnuplot", gnuplot, sizeof gnuplot)) {
         char names[256] = "";
-        for (int i = 0; i < N_CHARTS; i++)
+        for (int i = 0; i < n_charts; i++)
             if (ch[i].written) {
                 size_t l = strlen(names);
                 snprintf(names + l, sizeof names - l, "%s%s.gp", l ? ", " : "", ch[i].base);
@@ -714,7 +716,7 @@ static void render(const char *dir, chart_t *ch) {
     char *log_path = path_join(dir, "gnuplot.log");
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int failed = 0;
-    for (int i = 0; i < N_CHARTS; i++) {
+    for (int i = 0; i < n_charts; i++) {
         if (!ch[i].written) continue;
         char script[64];
         snprintf(script, sizeof script, "%s.gp", ch[i].base);
@@ -861,6 +863,68 @@ static void md_speed_memory(FILE *f, const ctx_t *x) {
     fputc('\n', f);
 }
 
+/* LRA's published Table 1 beside ours: one row per label, per task our test accuracy at the
+ * longest seq_len with ok runs (mean ± std over seeds) and LRA's number (published.h). */
+static void md_published(FILE *f, const ctx_t *x) {
+    if (!x->n_acc) return;
+    const char *tasks[32];
+    int nt = 0;
+    for (int s = 0; s < x->ns; s++) {
+        int seen = 0;
+        for (int t = 0; t < nt; t++) seen |= !strcmp(tasks[t], x->s[s].task);
+        if (!seen && nt < 32 && is_accuracy(x->s[s].metric)) tasks[nt++] = x->s[s].task;
+    }
+    if (!nt) return;
+    fputs("## Against LRA's published accuracy (Table 1)\n\n"
+          "Ours: test accuracy (%) at the longest sequence length with ok runs, mean ± std over seeds (ok runs). "
+          "LRA: Tay et al. 2020 (arXiv 2011.04006) Table 1, test accuracy (%) of their model on the full task "
+          "(ListOps 2K, Text 4K, Retrieval 4K+4K, Image 1K, Pathfinder 1K), TPU-trained with their "
+          "hyperparameters; our runs are usually smaller, so the comparison is a sanity check, not a reproduction "
+          "claim. `softmax` compares with their Transformer, whatever its impl.\n\n| label |",
+          f);
+    for (int t = 0; t < nt; t++) {
+        fputc(' ', f);
+        put_line(f, tasks[t], 1);
+        fputs(" (ours) | ", f);
+        put_line(f, tasks[t], 1);
+        fputs(" (LRA) |", f);
+    }
+    fputs("\n| --- |", f);
+    for (int t = 0; t < nt; t++) fputs(" ---: | ---: |", f);
+    fputc('\n', f);
+    for (int s0 = 0; s0 < x->ns; s0++) {
+        int first = 1;
+        for (int j = 0; j < s0; j++) first &= strcmp(x->s[j].label, x->s[s0].label) != 0;
+        if (!first) continue;
+        const char *label = x->s[s0].label;
+        char attn[64];
+        snprintf(attn, sizeof attn, "%.*s", (int)strcspn(label, "("), label);
+        fputs("| ", f);
+        md_code(f, label, 1);
+        fputs(" |", f);
+        for (int t = 0; t < nt; t++) {
+            int s = -1;
+            for (int j = 0; j < x->ns; j++)
+                if (!strcmp(x->s[j].label, label) && !strcmp(x->s[j].task, tasks[t])) s = j;
+            stat_t st = {0, NAN, NAN};
+            long L = 0;
+            for (int q = x->nseq - 1; s >= 0 && q >= 0 && !st.n; q--) {
+                st = group_stat(x, s, x->seq[q], Q_TEST);
+                L = x->seq[q];
+            }
+            if (st.n) fprintf(f, " %.2f ± %.2f (%d) @%ld |", st.mean, st.std, st.n, L);
+            else fputs(" — |", f);
+            double acc;
+            int k = published_table1(attn, tasks[t], &acc);
+            if (k == 1) fprintf(f, " %.2f |", acc);
+            else if (k == 2) fputs(" FAIL (50) |", f);
+            else fputs(published_model_name(attn) ? " — |" : " not in LRA |", f);
+        }
+        fputc('\n', f);
+    }
+    fputc('\n', f);
+}
+
 /* "8 runs: 7 ok, 1 crashed" (ok first, then statuses in order of appearance). */
 static void md_status_line(FILE *f, const ctx_t *x) {
     int n_ok = 0;
@@ -900,6 +964,7 @@ static int write_summary(const ctx_t *x, const chart_t *ch, int have_gnuplot, ch
     md_metric_table(f, x, Q_BEST, "Best validation");
     md_majority(f, x);
     md_speed_memory(f, x);
+    md_published(f, x);
 
     fputs("## Runs\n\n", f);
     md_status_line(f, x);
@@ -954,6 +1019,13 @@ static int write_summary(const ctx_t *x, const chart_t *ch, int have_gnuplot, ch
 /* ---------------------------------------------------------------------------------------- */
 
 int plot_results(const char *dir, int quiet, char *err, size_t errlen) {
+    /* A bench directory (bench.csv, no runs.csv): the Table 2 analogue is its summary. */
+    char *runs_p = path_join(dir, "runs.csv"), *bench_p = path_join(dir, "bench.csv");
+    int has_runs = access(runs_p, F_OK) == 0, has_bench = access(bench_p, F_OK) == 0;
+    free(runs_p);
+    free(bench_p);
+    if (has_bench && !has_runs) return plot_bench(dir, quiet, err, errlen);
+    if (has_bench && plot_bench(dir, quiet, err, errlen)) return -1;
     ctx_t x;
     memset(&x, 0, sizeof x);
     x.dir = dir;
@@ -985,7 +1057,7 @@ int plot_results(const char *dir, int quiet, char *err, size_t errlen) {
         have_gnuplot = find_on_path("gnuplot", buf, sizeof buf);
         int any = 0;
         for (int i = 0; i < N_CHARTS; i++) any |= ch[i].written;
-        if (any) render(dir, ch);
+        if (any) render(dir, ch, N_CHARTS);
         rc = write_summary(&x, ch, have_gnuplot, err, errlen);
     }
     if (rc == 0 && !quiet) {
@@ -1000,5 +1072,536 @@ int plot_results(const char *dir, int quiet, char *err, size_t errlen) {
     free(x.seq);
     free(x.runs_path);
     csv_free(&x.t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Bench directories: bench.csv (+ maxlen.csv) -> table2.md, summary.md, bench_time.*,         */
+/* bench_memory.* (see bench.h for the columns)                                               */
+
+enum { B_TRAIN, B_MIN, B_P25, B_P75, B_MAX, B_SPS, B_TPS, B_INFER, B_ISPS, B_MFU, B_IMFU, B_PLANNED, B_RSS, NB };
+static const int bench_qcol[NB] = {BENCH_COL_train_ms,        BENCH_COL_train_ms_min, BENCH_COL_train_ms_p25,
+                                   BENCH_COL_train_ms_p75,    BENCH_COL_train_ms_max, BENCH_COL_train_steps_per_s,
+                                   BENCH_COL_tokens_per_s,    BENCH_COL_infer_ms,     BENCH_COL_infer_steps_per_s,
+                                   BENCH_COL_mfu,             BENCH_COL_infer_mfu,    BENCH_COL_mem_planned,
+                                   BENCH_COL_peak_rss};
+
+typedef struct {
+    int row, series;
+    long N;
+    int ok;
+    double v[NB];
+} bpt_t;
+
+typedef struct {
+    const char *dir, *name;
+    char *path;
+    csv_table t, ml; /* bench.csv, maxlen.csv (ml.n_rows 0 when absent) */
+    int col[BENCH_N_COLUMNS], mlcol[MAXLEN_N_COLUMNS];
+    bpt_t *p;
+    int np;
+    const char **label; /* series labels (borrowed) */
+    int ns;
+    long *seq;
+    int nseq;
+    int base;           /* baseline series for ratios, -1 when none */
+} bctx_t;
+
+static const char *bcell(const bctx_t *b, int r, int c) {
+    return cell(&b->t, r, b->col[c]);
+}
+
+static const bpt_t *bench_at(const bctx_t *b, int s, long N) {
+    for (int i = b->np - 1; i >= 0; i--)
+        if (b->p[i].series == s && b->p[i].N == N) return &b->p[i];
+    return NULL;
+}
+
+static int load_bench(bctx_t *b, char *err, size_t errlen) {
+    b->path = path_join(b->dir, "bench.csv");
+    if (csv_read(b->path, &b->t, err, errlen) < 0) return -1;
+    if (b->t.n_rows == 0) return lra_errorf(err, errlen, "%s:1: empty file, no header line", b->path);
+    for (int c = 0; c < BENCH_N_COLUMNS; c++) b->col[c] = csv_col(&b->t, bench_columns[c]);
+    const int required[] = {BENCH_COL_label, BENCH_COL_seq_len, BENCH_COL_status};
+    for (size_t i = 0; i < LRA_ARRAY_LEN(required); i++)
+        if (b->col[required[i]] < 0)
+            return lra_errorf(err, errlen, "%s:1: no column '%s' in the header", b->path, bench_columns[required[i]]);
+    int n = LRA_MAX(b->t.n_rows, 1);
+    b->p = xcalloc((size_t)n, sizeof *b->p);
+    b->label = xcalloc((size_t)n, sizeof *b->label);
+    b->seq = xcalloc((size_t)n, sizeof *b->seq);
+    for (int r = 1; r < b->t.n_rows; r++) {
+        bpt_t *u = &b->p[b->np];
+        u->row = r;
+        const char *ls = bcell(b, r, BENCH_COL_seq_len);
+        char *end;
+        long L = strtol(ls, &end, 10);
+        if (end == ls || *end || L <= 0)
+            return lra_errorf(err, errlen, "%s:%d: column 'seq_len': '%s' is not a positive integer", b->path,
+                              row_line(&b->t, r), ls);
+        u->N = L;
+        u->ok = !strcmp(bcell(b, r, BENCH_COL_status), "ok");
+        for (int q = 0; q < NB; q++) {
+            const char *v = bcell(b, r, bench_qcol[q]);
+            if (parse_num(v, &u->v[q]) < 0)
+                return lra_errorf(err, errlen, "%s:%d: column '%s': '%s' is not a number", b->path,
+                                  row_line(&b->t, r), bench_columns[bench_qcol[q]], v);
+        }
+        const char *label = bcell(b, r, BENCH_COL_label);
+        int s = 0;
+        while (s < b->ns && strcmp(b->label[s], label)) s++;
+        if (s == b->ns) b->label[b->ns++] = label;
+        u->series = s;
+        int seen = 0;
+        for (int q = 0; q < b->nseq; q++) seen |= b->seq[q] == L;
+        if (!seen) b->seq[b->nseq++] = L;
+        b->np++;
+    }
+    qsort(b->seq, (size_t)b->nseq, sizeof *b->seq, cmp_long);
+    if (b->np && bcell(b, b->p[0].row, BENCH_COL_name)[0]) b->name = bcell(b, b->p[0].row, BENCH_COL_name);
+    /* Baseline: the N x N softmax LRA's Transformer used, else tiled softmax, else any softmax. */
+    b->base = -1;
+    static const char *const prefs[] = {"softmax(impl=materialized)", "softmax"};
+    for (size_t k = 0; k < LRA_ARRAY_LEN(prefs) && b->base < 0; k++)
+        for (int s = 0; s < b->ns; s++)
+            if (!strcmp(b->label[s], prefs[k])) b->base = s;
+    for (int s = 0; s < b->ns && b->base < 0; s++)
+        if (!strncmp(b->label[s], "softmax", 7)) b->base = s;
+    /* maxlen.csv is optional */
+    char *ml = path_join(b->dir, "maxlen.csv");
+    char e2[512];
+    if (access(ml, F_OK) == 0 && csv_read(ml, &b->ml, e2, sizeof e2) < 0) {
+        fprintf(stderr, "lra: warning: %s; skipping the longest-length table\n", e2);
+        memset(&b->ml, 0, sizeof b->ml);
+    }
+    for (int c = 0; c < MAXLEN_N_COLUMNS; c++) b->mlcol[c] = b->ml.n_rows ? csv_col(&b->ml, maxlen_columns[c]) : -1;
+    free(ml);
+    return 0;
+}
+
+/* A table cell for a point that did not run: its status. */
+static void md_status_cell(FILE *f, const bctx_t *b, const bpt_t *u) {
+    if (!u) {
+        fputs(" — |", f);
+        return;
+    }
+    fputc(' ', f);
+    put_line(f, bcell(b, u->row, BENCH_COL_status), 1);
+    fputs(" |", f);
+}
+
+static void fmt_mib(char *buf, size_t n, double bytes) {
+    double mib = bytes / (1024.0 * 1024.0);
+    snprintf(buf, n, mib >= 100 ? "%.0f" : mib >= 10 ? "%.1f" : "%.2f", mib);
+}
+
+/* Steps/s (speed-up vs baseline) per mechanism x length, for quantity q (B_SPS or B_ISPS). */
+static void md_bench_speed(FILE *f, const bctx_t *b, int q, const char *what) {
+    fprintf(f, "## %s\n\n| mechanism |", what);
+    for (int k = 0; k < b->nseq; k++) fprintf(f, " N=%ld |", b->seq[k]);
+    fputs("\n| --- |", f);
+    for (int k = 0; k < b->nseq; k++) fputs(" ---: |", f);
+    fputc('\n', f);
+    for (int s = 0; s < b->ns; s++) {
+        fputs("| ", f);
+        md_code(f, b->label[s], 1);
+        fputs(" |", f);
+        for (int k = 0; k < b->nseq; k++) {
+            const bpt_t *u = bench_at(b, s, b->seq[k]), *ref = b->base >= 0 ? bench_at(b, b->base, b->seq[k]) : NULL;
+            if (!u || !u->ok || !isfinite(u->v[q])) {
+                if (u && u->ok) fputs(" — |", f);
+                else md_status_cell(f, b, u);
+                continue;
+            }
+            fprintf(f, " %.3g", u->v[q]);
+            if (ref && ref->ok && isfinite(ref->v[q]) && ref->v[q] > 0) fprintf(f, " (%.2fx)", u->v[q] / ref->v[q]);
+            fputs(" |", f);
+        }
+        fputc('\n', f);
+    }
+    fputc('\n', f);
+}
+
+static void md_bench_memory(FILE *f, const bctx_t *b) {
+    fputs("## Memory: peak RSS MiB (ratio vs baseline); planned arenas MiB\n\n"
+          "Peak RSS is the resident set of the point's own process (wait4), including the runtime, BLAS "
+          "buffers and the sgemm probe (3 x 4 MiB); the plan is the arena bytes (parameters, gradients, "
+          "optimizer state, activations, scratch) fixed before step 1. Points over max_mem are not run; "
+          "their cell gives the plan.\n\n| mechanism |",
+          f);
+    for (int k = 0; k < b->nseq; k++) fprintf(f, " N=%ld |", b->seq[k]);
+    fputs("\n| --- |", f);
+    for (int k = 0; k < b->nseq; k++) fputs(" ---: |", f);
+    fputc('\n', f);
+    for (int s = 0; s < b->ns; s++) {
+        fputs("| ", f);
+        md_code(f, b->label[s], 1);
+        fputs(" |", f);
+        for (int k = 0; k < b->nseq; k++) {
+            const bpt_t *u = bench_at(b, s, b->seq[k]), *ref = b->base >= 0 ? bench_at(b, b->base, b->seq[k]) : NULL;
+            char a[32], c[32];
+            if (!u || !u->ok) {
+                if (u && isfinite(u->v[B_PLANNED])) {
+                    fmt_mib(c, sizeof c, u->v[B_PLANNED]);
+                    fputc(' ', f);
+                    put_line(f, bcell(b, u->row, BENCH_COL_status), 1);
+                    fprintf(f, ", plan %s |", c);
+                } else
+                    md_status_cell(f, b, u);
+                continue;
+            }
+            fmt_mib(a, sizeof a, u->v[B_RSS]);
+            fprintf(f, " %s", a);
+            if (ref && ref->ok && ref->v[B_RSS] > 0) fprintf(f, " (%.2fx)", u->v[B_RSS] / ref->v[B_RSS]);
+            if (isfinite(u->v[B_PLANNED])) {
+                fmt_mib(c, sizeof c, u->v[B_PLANNED]);
+                fprintf(f, "; plan %s", c);
+            }
+            fputs(" |", f);
+        }
+        fputc('\n', f);
+    }
+    fputc('\n', f);
+}
+
+static void md_bench_spread(FILE *f, const bctx_t *b) {
+    fputs("## Spread and utilisation: training step ms, median [p25–p75] (min–max); MFU\n\n| mechanism |", f);
+    for (int k = 0; k < b->nseq; k++) fprintf(f, " N=%ld |", b->seq[k]);
+    fputs("\n| --- |", f);
+    for (int k = 0; k < b->nseq; k++) fputs(" ---: |", f);
+    fputc('\n', f);
+    for (int s = 0; s < b->ns; s++) {
+        fputs("| ", f);
+        md_code(f, b->label[s], 1);
+        fputs(" |", f);
+        for (int k = 0; k < b->nseq; k++) {
+            const bpt_t *u = bench_at(b, s, b->seq[k]);
+            if (!u || !u->ok) {
+                md_status_cell(f, b, u);
+                continue;
+            }
+            fprintf(f, " %.4g [%.4g–%.4g] (%.4g–%.4g); MFU %.1f%% |", u->v[B_TRAIN], u->v[B_P25], u->v[B_P75],
+                    u->v[B_MIN], u->v[B_MAX], 100 * u->v[B_MFU]);
+        }
+        fputc('\n', f);
+    }
+    fputc('\n', f);
+}
+
+/* LRA's Table 2 beside ours at the lengths both have (N = 1K..4K as 1024k or 1000k). */
+static void md_bench_lra(FILE *f, const bctx_t *b) {
+    long ls[8];
+    int nl = 0;
+    for (int k = 0; k < b->nseq && nl < 8; k++)
+        if (published_table2_length((int)b->seq[k])) ls[nl++] = b->seq[k];
+    fputs("## Beside LRA's published Table 2\n\n"
+          "LRA's figures are theirs, not ours: training steps/s and peak memory per device on the byte-level "
+          "Text task with **batch 32 on 4x4 TPU v3 chips** (Tay et al. 2020, arXiv 2011.04006, Table 2), "
+          "their model sizes; speed-ups in parentheses are relative to their Transformer. Ours: this study's "
+          "setting (CPU, the batch above), speed-up and memory relative to our baseline. Compare the ratios, "
+          "not the absolute numbers. LRA did not measure Sparse Transformer and Longformer (dense-mask "
+          "emulations, no custom kernels) and has no Nyströmformer.\n\n",
+          f);
+    if (!nl) {
+        fputs("None of this study's lengths is one of LRA's (1K, 2K, 3K, 4K).\n\n", f);
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        fprintf(f, "%s\n\n| mechanism | LRA model |", pass ? "Memory (ours: peak RSS ratio vs baseline; LRA: GB per device, ratio vs Transformer)"
+                                                            : "Training steps/s (speed-up)");
+        for (int k = 0; k < nl; k++) fprintf(f, " ours N=%ld | LRA %s |", ls[k], published_table2_length((int)ls[k]));
+        fputs("\n| --- | --- |", f);
+        for (int k = 0; k < nl; k++) fputs(" ---: | ---: |", f);
+        fputc('\n', f);
+        for (int s = 0; s < b->ns; s++) {
+            char attn[64];
+            snprintf(attn, sizeof attn, "%.*s", (int)strcspn(b->label[s], "("), b->label[s]);
+            const char *model = published_model_name(attn);
+            fputs("| ", f);
+            md_code(f, b->label[s], 1);
+            fputs(" | ", f);
+            put_line(f, model ? model : "not in LRA", 1);
+            fputs(" |", f);
+            for (int k = 0; k < nl; k++) {
+                const bpt_t *u = bench_at(b, s, ls[k]), *ref = b->base >= 0 ? bench_at(b, b->base, ls[k]) : NULL;
+                int q = pass ? B_RSS : B_SPS;
+                if (u && u->ok && isfinite(u->v[q])) {
+                    if (pass) {
+                        char a[32];
+                        fmt_mib(a, sizeof a, u->v[q]);
+                        fprintf(f, " %s MiB", a);
+                    } else
+                        fprintf(f, " %.3g", u->v[q]);
+                    if (ref && ref->ok && ref->v[q] > 0) fprintf(f, " (%.2fx)", u->v[q] / ref->v[q]);
+                    fputs(" |", f);
+                } else
+                    md_status_cell(f, b, u);
+                double sps, sp, gb, sps0, sp0, gb0;
+                if (published_table2(attn, (int)ls[k], &sps, &sp, &gb)) {
+                    if (pass) {
+                        published_table2("softmax", (int)ls[k], &sps0, &sp0, &gb0);
+                        fprintf(f, " %.2f GB (%.2fx) |", gb, gb / gb0);
+                    } else
+                        fprintf(f, " %.1f (%.1fx) |", sps, sp);
+                } else
+                    fputs(model ? " not measured |" : " — |", f);
+            }
+            fputc('\n', f);
+        }
+        fputc('\n', f);
+    }
+}
+
+static void md_bench_maxlen(FILE *f, const bctx_t *b) {
+    if (b->ml.n_rows < 2) return;
+    const csv_table *t = &b->ml;
+    char lim[32] = "";
+    double v;
+    if (parse_num(cell(t, 1, b->mlcol[MAXLEN_COL_max_mem]), &v) == 0 && isfinite(v)) lra_fmt_bytes(v, lim, sizeof lim);
+    fputs("## Longest trainable length within ", f);
+    put_line(f, lim, 0);
+    fputs(" (", f);
+    put_line(f, cell(t, 1, b->mlcol[MAXLEN_COL_max_mem_source]), 0);
+    fputs(")\n\nFrom the arena plan alone (nothing is run): the listed lengths, then doubling until the plan "
+          "exceeds the budget, then bisection in steps of 64 tokens. The plan covers the arenas, not the "
+          "process overhead that peak RSS adds.\n\n"
+          "| mechanism | longest N (doubling) | its plan (MiB) | first N over | its plan (MiB) | longest N (bisection) | note |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | --- |\n",
+          f);
+    for (int r = 1; r < t->n_rows; r++) {
+        fputs("| ", f);
+        md_code(f, cell(t, r, b->mlcol[MAXLEN_COL_label]), 1);
+        const int cols[] = {MAXLEN_COL_longest_n, MAXLEN_COL_longest_planned, MAXLEN_COL_next_n,
+                            MAXLEN_COL_next_planned, MAXLEN_COL_longest_n_fine, MAXLEN_COL_note};
+        for (size_t i = 0; i < LRA_ARRAY_LEN(cols); i++) {
+            const char *c = cell(t, r, b->mlcol[cols[i]]);
+            fputs(" | ", f);
+            if ((cols[i] == MAXLEN_COL_longest_planned || cols[i] == MAXLEN_COL_next_planned) &&
+                parse_num(c, &v) == 0 && isfinite(v)) {
+                char a[32];
+                fmt_mib(a, sizeof a, v);
+                fputs(a, f);
+            } else
+                put_line(f, c[0] ? c : "—", 1);
+        }
+        fputs(" |\n", f);
+    }
+    fputc('\n', f);
+}
+
+/* The Table 2 analogue into f (table2.md and, for a directory without runs.csv, summary.md). */
+static void md_bench(FILE *f, const bctx_t *b, const chart_t *ch, int n_charts, int have_gnuplot) {
+    int r0 = b->np ? b->p[0].row : -1;
+    if (r0 > 0) {
+        fputs("Setting (bench.csv): batch ", f);
+        put_line(f, bcell(b, r0, BENCH_COL_batch_size), 0);
+        fputs(", d_model ", f);
+        put_line(f, bcell(b, r0, BENCH_COL_d_model), 0);
+        fputs(", ", f);
+        put_line(f, bcell(b, r0, BENCH_COL_n_heads), 0);
+        fputs(" heads, ", f);
+        put_line(f, bcell(b, r0, BENCH_COL_n_layers), 0);
+        fputs(" layers, d_ff ", f);
+        put_line(f, bcell(b, r0, BENCH_COL_d_ff), 0);
+        fputs(", ", f);
+        put_line(f, bcell(b, r0, BENCH_COL_threads), 0);
+        /* steps and warm-up actually done vary by point when bench.time_budget cut them short */
+        long smin = 0, smax = 0, wmin = 0, wmax = 0;
+        int first = 1;
+        for (int i = 0; i < b->np; i++) {
+            if (!b->p[i].ok) continue;
+            long sv = atol(bcell(b, b->p[i].row, BENCH_COL_steps)), wv = atol(bcell(b, b->p[i].row, BENCH_COL_warmup));
+            if (first || sv < smin) smin = sv;
+            if (first || sv > smax) smax = sv;
+            if (first || wv < wmin) wmin = wv;
+            if (first || wv > wmax) wmax = wv;
+            first = 0;
+        }
+        fputs(" threads; random byte tokens (vocabulary 257, 2 classes, CLS pooling); median of ", f);
+        if (smin == smax) fprintf(f, "%ld", smin);
+        else fprintf(f, "%ld-%ld (per point: bench.csv `steps`)", smin, smax);
+        fputs(" timed steps after ", f);
+        if (wmin == wmax) fprintf(f, "%ld", wmin);
+        else fprintf(f, "%ld-%ld", wmin, wmax);
+        fputs(" warm-up, each point in its own process. A training step is forward + backward + AdamW.\n\n", f);
+    }
+    if (b->base >= 0) {
+        fputs("Ratios in parentheses are relative to ", f);
+        md_code(f, b->label[b->base], 0);
+        fputs(" at the same length", f);
+        fputs(!strcmp(b->label[b->base], "softmax(impl=materialized)")
+                  ? " (exact attention storing the N x N probabilities, as LRA's Transformer did).\n\n"
+                  : ".\n\n",
+              f);
+    } else
+        fputs("No softmax mechanism in this study: no ratios.\n\n", f);
+    int n_ok = 0;
+    for (int i = 0; i < b->np; i++) n_ok += b->p[i].ok;
+    fprintf(f, "%d point%s: %d ok", b->np, b->np == 1 ? "" : "s", n_ok);
+    for (int i = 0; i < b->np; i++) {
+        if (b->p[i].ok) continue;
+        const char *st = bcell(b, b->p[i].row, BENCH_COL_status);
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !b->p[j].ok && !strcmp(bcell(b, b->p[j].row, BENCH_COL_status), st);
+        if (seen) continue;
+        int n = 0;
+        for (int j = i; j < b->np; j++) n += !b->p[j].ok && !strcmp(bcell(b, b->p[j].row, BENCH_COL_status), st);
+        fprintf(f, ", %d ", n);
+        put_line(f, st, 0);
+    }
+    fputs(".\n\n", f);
+    md_bench_speed(f, b, B_SPS, "Training steps per second (speed-up vs baseline)");
+    int any_inf = 0;
+    for (int i = 0; i < b->np; i++) any_inf |= b->p[i].ok && isfinite(b->p[i].v[B_ISPS]);
+    if (any_inf) md_bench_speed(f, b, B_ISPS, "Inference steps per second (speed-up vs baseline)");
+    md_bench_memory(f, b);
+    md_bench_lra(f, b);
+    md_bench_maxlen(f, b);
+    md_bench_spread(f, b);
+    int listed = 0;
+    for (int i = 0; i < b->np; i++) {
+        if (b->p[i].ok) continue;
+        if (!listed++) fputs("## Points not run to the end\n\n", f);
+        fputs("- ", f);
+        md_code(f, b->label[b->p[i].series], 0);
+        fprintf(f, " N=%ld: ", b->p[i].N);
+        put_line(f, bcell(b, b->p[i].row, BENCH_COL_status), 0);
+        const char *reason = bcell(b, b->p[i].row, BENCH_COL_reason);
+        if (reason[0]) {
+            fputs(": ", f);
+            put_line(f, reason, 0);
+        }
+        fputc('\n', f);
+    }
+    if (listed) fputc('\n', f);
+    int any = 0, all = 1;
+    for (int i = 0; i < n_charts; i++)
+        if (ch[i].written) any = 1, all &= ch[i].rendered;
+    if (any) {
+        fputs("## Charts\n\n", f);
+        if (!all)
+            fprintf(f, "Some charts are not rendered (%s): run `gnuplot NAME.gp` in this directory.\n\n",
+                    have_gnuplot ? "gnuplot failed, see gnuplot.log" : "gnuplot was not found");
+        for (int i = 0; i < n_charts; i++)
+            if (ch[i].written) fprintf(f, "![%s](%s.png)\n\n", ch[i].alt, ch[i].base);
+    }
+}
+
+/* Log-log chart of q against N, one line per mechanism (ok points only). Error bars: min..max of
+ * the training step (time chart); the memory chart adds the plan as a dashed line per mechanism. */
+static int write_bench_chart(const bctx_t *b, const char *base, int q, const char *what, const char *ylabel,
+                             double scale, int *written, char *err, size_t errlen) {
+    *written = 0;
+    int any = 0;
+    for (int i = 0; i < b->np; i++) any |= b->p[i].ok && isfinite(b->p[i].v[q]);
+    if (!any) return 0;
+    char dat[64], gp[64];
+    snprintf(dat, sizeof dat, "%s.dat", base);
+    snprintf(gp, sizeof gp, "%s.gp", base);
+    int is_time = q == B_TRAIN;
+    outf o;
+    if (of_open(&o, b->dir, dat, err, errlen) < 0) return -1;
+    fprintf(o.f, "# %s: %s (ok points of bench.csv)\n# one index block per series; columns: seq_len %s\n", dat,
+            what, is_time ? "median min max p25 p75 (ms)" : "peak_rss_MiB planned_MiB");
+    int nblocks = 0, block_series[b->ns > 0 ? b->ns : 1];
+    for (int s = 0; s < b->ns; s++) {
+        int has = 0;
+        for (int k = 0; k < b->nseq; k++) {
+            const bpt_t *u = bench_at(b, s, b->seq[k]);
+            has |= u && u->ok && isfinite(u->v[q]);
+        }
+        if (!has) continue;
+        fprintf(o.f, "%s# series: ", nblocks ? "\n\n" : "\n");
+        put_line(o.f, b->label[s], 0);
+        fputc('\n', o.f);
+        for (int k = 0; k < b->nseq; k++) {
+            const bpt_t *u = bench_at(b, s, b->seq[k]);
+            if (!u || !u->ok || !isfinite(u->v[q])) continue;
+            if (is_time)
+                fprintf(o.f, "%ld %.10g %.10g %.10g %.10g %.10g\n", u->N, u->v[B_TRAIN], u->v[B_MIN], u->v[B_MAX],
+                        u->v[B_P25], u->v[B_P75]);
+            else
+                fprintf(o.f, "%ld %.10g %.10g\n", u->N, u->v[q] * scale, u->v[B_PLANNED] * scale);
+        }
+        block_series[nblocks++] = s;
+    }
+    if (of_close(&o, err, errlen) < 0) return -1;
+    if (of_open(&o, b->dir, gp, err, errlen) < 0) return -1;
+    FILE *f = o.f;
+    gp_header(f, base, what);
+    fputs("set title ", f);
+    size_t tn = strlen(b->name) + strlen(what) + 4;
+    char *title = xmalloc(tn);
+    snprintf(title, tn, "%s: %s", b->name, what);
+    gp_str(f, title);
+    free(title);
+    fputs("\nset xlabel 'sequence length N (tokens)'\nset ylabel ", f);
+    gp_str(f, ylabel);
+    fputs("\nset logscale x 2\nset logscale y\nset xtics (", f);
+    for (int k = 0; k < b->nseq; k++) fprintf(f, "%s'%ld' %ld", k ? ", " : "", b->seq[k], b->seq[k]);
+    fprintf(f, ")\nset xrange [%g:%g]\nplot ", (double)b->seq[0] / 1.25, (double)b->seq[b->nseq - 1] * 1.25);
+    for (int i = 0; i < nblocks; i++) {
+        if (i) fputs(", \\\n     ", f);
+        fprintf(f, "'%s' index %d using 1:2%s with %s lc %d lw 2 pt 7 title ", dat, i, is_time ? ":3:4" : "",
+                is_time ? "yerrorlines" : "linespoints", i + 1);
+        gp_str(f, b->label[block_series[i]]);
+        if (!is_time) {
+            fprintf(f, ", \\\n     '%s' index %d using 1:3 with lines lc %d lw 1 dt 2 notitle", dat, i, i + 1);
+        }
+    }
+    fputc('\n', f);
+    gp_footer(f, base);
+    if (of_close(&o, err, errlen) < 0) return -1;
+    *written = 1;
+    return 0;
+}
+
+int plot_bench(const char *dir, int quiet, char *err, size_t errlen) {
+    bctx_t b;
+    memset(&b, 0, sizeof b);
+    b.dir = dir;
+    const char *sl = strrchr(dir, '/');
+    b.name = sl && sl[1] ? sl + 1 : dir;
+    chart_t ch[2] = {{"bench_time", "training step time vs sequence length (log-log)", 0, 0},
+                     {"bench_memory", "peak RSS (solid) and planned arenas (dashed) vs sequence length (log-log)", 0, 0}};
+    int rc = load_bench(&b, err, errlen);
+    if (rc == 0)
+        rc = write_bench_chart(&b, "bench_time", B_TRAIN, "training step time vs N (median, min-max bars)",
+                               "training step (ms)", 1, &ch[0].written, err, errlen);
+    if (rc == 0)
+        rc = write_bench_chart(&b, "bench_memory", B_RSS, "peak RSS (solid) and planned arenas (dashed) vs N",
+                               "memory (MiB)", 1.0 / (1024.0 * 1024.0), &ch[1].written, err, errlen);
+    char gpbuf[4096];
+    int have_gnuplot = find_on_path("gnuplot", gpbuf, sizeof gpbuf);
+    if (rc == 0 && (ch[0].written || ch[1].written)) render(dir, ch, 2);
+    char *runs = path_join(dir, "runs.csv");
+    int has_runs = access(runs, F_OK) == 0;
+    free(runs);
+    for (int pass = 0; rc == 0 && pass < 1 + !has_runs; pass++) {
+        outf o;
+        if (of_open(&o, dir, pass ? "summary.md" : "table2.md", err, errlen) < 0) {
+            rc = -1;
+            break;
+        }
+        fputs(pass ? "# lra results: " : "# lra bench: ", o.f);
+        put_line(o.f, b.name, 0);
+        fputs(" — efficiency (LRA Table 2 analogue)\n\nWritten by `lra plot` from `bench.csv` and `maxlen.csv` in "
+              "this directory (`lra bench` writes them; columns in lra/bench.h).\n\n",
+              o.f);
+        md_bench(o.f, &b, ch, 2, have_gnuplot);
+        rc = of_close(&o, err, errlen);
+    }
+    if (rc == 0 && !quiet) {
+        char *p = path_join(dir, "table2.md");
+        printf("%s\n", p);
+        fflush(stdout);
+        free(p);
+    }
+    free(b.p);
+    free(b.label);
+    free(b.seq);
+    free(b.path);
+    csv_free(&b.t);
+    if (b.ml.n_rows) csv_free(&b.ml);
     return rc;
 }
