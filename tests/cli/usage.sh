@@ -2,7 +2,7 @@
 . tests/cli/lib.sh.inc
 expect_rc 0 "$LRA" --version; expect_out "^lra [0-9]"
 expect_rc 0 "$LRA" --help; expect_out "run CONFIG"
-for c in run list plot data bench; do expect_rc 0 "$LRA" $c --help; expect_out "usage: lra $c"; done
+for c in run list plot data bench approx; do expect_rc 0 "$LRA" $c --help; expect_out "usage: lra $c"; done
 expect_rc 2 "$LRA"
 expect_rc 2 "$LRA" frobnicate; expect_err "unknown command 'frobnicate'"
 expect_rc 2 "$LRA" run --bogus x.yaml; expect_err "unrecognized option"
