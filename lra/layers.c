@@ -513,3 +513,26 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
         d[t] = (p[t] - 1.0f) * scale;
     }
 }
+
+void heads_split(float *dst, const float *src, int B, int N, int H, int Dh) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int n = 0; n < N; n++)
+                memcpy(dst + (((size_t)b * H + h) * N + n) * Dh, src + (((size_t)b * N + n) * H + h) * Dh,
+                       sizeof(float) * (size_t)Dh);
+}
+
+void heads_merge(float *dst, const float *src, int B, int N, int H, int Dh) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < H; h++)
+                memcpy(dst + (((size_t)b * N + n) * H + h) * Dh, src + (((size_t)b * H + h) * N + n) * Dh,
+                       sizeof(float) * (size_t)Dh);
+}
+
+void add_inplace(float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] += b[i];
+}

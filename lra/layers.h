@@ -53,6 +53,13 @@ void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t s
 void dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t seed, uint64_t stream);
 
 /* out = a + b (n elements). In-place (out == a) allowed. */
+/* Attention head layout. heads_split: dst (B, H, N, Dh) <- src rows (B, N, H*Dh) (the output of a
+ * Q/K/V projection); heads_merge: the inverse, dst rows (B, N, H*Dh) <- src (B, H, N, Dh). */
+void heads_split(float *dst, const float *src, int B, int N, int H, int Dh);
+void heads_merge(float *dst, const float *src, int B, int N, int H, int Dh);
+/* a[i] += b[i] for i < n. */
+void add_inplace(float *a, const float *b, size_t n);
+
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
 /* CLS pooling: out(B,D) = x(B,N,D)[:, 0, :].  Backward writes dx (zero except position 0). */

@@ -391,30 +391,6 @@ void lm_print_plan(const lm_t *m, FILE *f) {
 /* ---------------------------------------------------------------------------------------------
  * Helpers */
 
-/* rows (Bn, N, H, Dh) <-> heads (Bn, H, N, Dh) */
-static void rows_to_heads(float *dst, const float *src, int Bn, int N, int H, int Dh) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < Bn; b++)
-        for (int h = 0; h < H; h++)
-            for (int n = 0; n < N; n++)
-                memcpy(dst + (((size_t)b * H + h) * N + n) * Dh, src + (((size_t)b * N + n) * H + h) * Dh,
-                       sizeof(float) * (size_t)Dh);
-}
-
-static void heads_to_rows(float *dst, const float *src, int Bn, int N, int H, int Dh) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < Bn; b++)
-        for (int n = 0; n < N; n++)
-            for (int h = 0; h < H; h++)
-                memcpy(dst + (((size_t)b * N + n) * H + h) * Dh, src + (((size_t)b * H + h) * N + n) * Dh,
-                       sizeof(float) * (size_t)Dh);
-}
-
-static void add_inplace(float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] += b[i];
-}
-
 /* dst(B, rows, D) = src(B, K, D)[:, off:off+rows, :]  (copy == 1), or dst += that (copy == 0). */
 static void gather_rows(float *dst, const float *src, int B, int K, int off, int rows, int D, int copy) {
     for (int b = 0; b < B; b++) {
@@ -464,11 +440,11 @@ double lm_forward(lm_t *m, int training) {
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->cat, w->ln1_w, w->ln1_b, B * K, D);
         gather_rows(a->lnq, a->ln1, B, K, Mc, L, D, 1);
         linear_forward(m->d_tmp, a->lnq, w->wq, NULL, BL, D, D);
-        rows_to_heads(a->q, m->d_tmp, B, L, H, Dh);
+        heads_split(a->q, m->d_tmp, B, L, H, Dh);
         linear_forward(m->d_tmp, a->ln1, w->wk, NULL, B * K, D, D);
-        rows_to_heads(a->k, m->d_tmp, B, K, H, Dh);
+        heads_split(a->k, m->d_tmp, B, K, H, Dh);
         linear_forward(m->d_tmp, a->ln1, w->wv, NULL, B * K, D, D);
-        rows_to_heads(a->v, m->d_tmp, B, K, H, Dh);
+        heads_split(a->v, m->d_tmp, B, K, H, Dh);
 
         if (m->memory == MEMORY_NONE) {
             attn_layer *al = &m->attn[l];
@@ -480,7 +456,7 @@ double lm_forward(lm_t *m, int training) {
             linear_forward(a->r, m->rpos, w->w_r, NULL, K, D, D); /* r = R W_r, (K, H, Dh) */
             relattn_forward(&rc, a->q, a->k, a->v, a->r, m->u, m->vb, a->att, a->attn_cache, m->attn_scratch);
         }
-        heads_to_rows(a->atty, a->att, B, L, H, Dh);
+        heads_merge(a->atty, a->att, B, L, H, Dh);
         linear_forward(m->d_tmp, a->atty, w->wo, NULL, BL, D, D);
         dropout_forward(m->d_tmp, m->d_tmp, (size_t)BL * D, p, m->seed, drop_stream(m, SITE_ATTN_OUT, l));
         residual_forward(a->res_mid, a->res_in, m->d_tmp, (size_t)BL * D);
@@ -535,7 +511,7 @@ void lm_backward(lm_t *m) {
         /* res_mid = res_in + drop(Wo atty) */
         dropout_backward(m->d_tmp, m->d_res, (size_t)BL * D, p, m->seed, drop_stream(m, SITE_ATTN_OUT, l));
         linear_backward(m->d_tmp2, g->wo, NULL, m->d_tmp, a->atty, w->wo, BL, D, D);
-        rows_to_heads(m->d_att, m->d_tmp2, B, L, H, Dh);
+        heads_split(m->d_att, m->d_tmp2, B, L, H, Dh);
         if (m->memory == MEMORY_NONE) {
             attn_layer *al = &m->attn[l];
             al->ops->backward(al, a->q, a->k, a->v, NULL, a->att, m->d_att, m->d_q, m->d_k, m->d_v);
@@ -546,12 +522,12 @@ void lm_backward(lm_t *m) {
         }
 
         /* d(ln1) over all K rows: keys and values of memory rows train LN1/W_k/W_v too */
-        heads_to_rows(m->d_tmp, m->d_k, B, K, H, Dh);
+        heads_merge(m->d_tmp, m->d_k, B, K, H, Dh);
         linear_backward(m->d_ln1, g->wk, NULL, m->d_tmp, a->ln1, w->wk, B * K, D, D);
-        heads_to_rows(m->d_tmp, m->d_v, B, K, H, Dh);
+        heads_merge(m->d_tmp, m->d_v, B, K, H, Dh);
         linear_backward(m->d_tmp2, g->wv, NULL, m->d_tmp, a->ln1, w->wv, B * K, D, D);
         add_inplace(m->d_ln1, m->d_tmp2, (size_t)B * K * D);
-        heads_to_rows(m->d_tmp, m->d_q, B, L, H, Dh);
+        heads_merge(m->d_tmp, m->d_q, B, L, H, Dh);
         linear_backward(m->d_tmp2, g->wq, NULL, m->d_tmp, a->lnq, w->wq, BL, D, D);
         for (int b = 0; b < B; b++) /* queries are the segment rows */
             add_inplace(m->d_ln1 + ((size_t)b * K + Mc) * D, m->d_tmp2 + (size_t)b * L * D, (size_t)L * D);

@@ -333,30 +333,6 @@ void model_load_batch(model_t *m, const task_split *s, const int *idx) {
 /* ---------------------------------------------------------------------------------------------
  * Forward / backward */
 
-/* rows (Be, N, H, Dh) <-> heads (Be, H, N, Dh) */
-static void rows_to_heads(float *dst, const float *src, int Be, int N, int H, int Dh) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < Be; b++)
-        for (int h = 0; h < H; h++)
-            for (int n = 0; n < N; n++)
-                memcpy(dst + (((size_t)b * H + h) * N + n) * Dh, src + (((size_t)b * N + n) * H + h) * Dh,
-                       sizeof(float) * (size_t)Dh);
-}
-
-static void heads_to_rows(float *dst, const float *src, int Be, int N, int H, int Dh) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < Be; b++)
-        for (int n = 0; n < N; n++)
-            for (int h = 0; h < H; h++)
-                memcpy(dst + (((size_t)b * N + n) * H + h) * Dh, src + (((size_t)b * H + h) * N + n) * Dh,
-                       sizeof(float) * (size_t)Dh);
-}
-
-static void add_inplace(float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] += b[i];
-}
-
 /* Dropout sites: a stream per (site, layer, step) so masks never repeat across steps. */
 enum { SITE_EMB = 0, SITE_ATTN_OUT = 1, SITE_FFN_ACT = 2, SITE_FFN_OUT = 3 };
 static uint64_t drop_stream(const model_t *m, int site, int layer) {
@@ -381,18 +357,18 @@ double model_forward(model_t *m, int training, int *correct, int *counted) {
         float *out = l + 1 < m->L ? m->act[l + 1].res_in : m->res_out;
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->res_in, w->ln1_w, w->ln1_b, R, D);
         linear_forward(m->d_tmp, a->ln1, w->wq, NULL, R, D, D);
-        rows_to_heads(a->q, m->d_tmp, Be, N, H, Dh);
+        heads_split(a->q, m->d_tmp, Be, N, H, Dh);
         linear_forward(m->d_tmp, a->ln1, w->wk, NULL, R, D, D);
-        rows_to_heads(a->k, m->d_tmp, Be, N, H, Dh);
+        heads_split(a->k, m->d_tmp, Be, N, H, Dh);
         linear_forward(m->d_tmp, a->ln1, w->wv, NULL, R, D, D);
-        rows_to_heads(a->v, m->d_tmp, Be, N, H, Dh);
+        heads_split(a->v, m->d_tmp, Be, N, H, Dh);
 
         attn_layer *al = &m->attn[l];
         al->training = training;
         al->step = m->step;
         if (al->ops->begin) al->ops->begin(al);
         al->ops->forward(al, a->q, a->k, a->v, m->mask, a->att);
-        heads_to_rows(a->atty, a->att, Be, N, H, Dh);
+        heads_merge(a->atty, a->att, Be, N, H, Dh);
 
         linear_forward(m->d_tmp, a->atty, w->wo, NULL, R, D, D);
         dropout_forward(m->d_tmp, m->d_tmp, (size_t)R * D, p, m->seed, drop_stream(m, SITE_ATTN_OUT, l));
@@ -500,17 +476,17 @@ void model_backward(model_t *m) {
         /* res_mid = res_in + drop(Wo atty) */
         dropout_backward(m->d_tmp, m->d_res, (size_t)R * D, p, m->seed, drop_stream(m, SITE_ATTN_OUT, l));
         linear_backward(m->d_tmp2, g->wo, NULL, m->d_tmp, a->atty, w->wo, R, D, D);
-        rows_to_heads(m->d_att, m->d_tmp2, Be, N, H, Dh);
+        heads_split(m->d_att, m->d_tmp2, Be, N, H, Dh);
         attn_layer *al = &m->attn[l];
         al->ops->backward(al, a->q, a->k, a->v, m->mask, a->att, m->d_att, m->d_q, m->d_k, m->d_v);
 
         /* d(ln1) = dQ Wq + dK Wk + dV Wv, summed in a fixed order */
-        heads_to_rows(m->d_tmp, m->d_q, Be, N, H, Dh);
+        heads_merge(m->d_tmp, m->d_q, Be, N, H, Dh);
         linear_backward(m->d_att, g->wq, NULL, m->d_tmp, a->ln1, w->wq, R, D, D); /* d_att reused as d(ln1) */
-        heads_to_rows(m->d_tmp, m->d_k, Be, N, H, Dh);
+        heads_merge(m->d_tmp, m->d_k, Be, N, H, Dh);
         linear_backward(m->d_tmp2, g->wk, NULL, m->d_tmp, a->ln1, w->wk, R, D, D);
         add_inplace(m->d_att, m->d_tmp2, (size_t)R * D);
-        heads_to_rows(m->d_tmp, m->d_v, Be, N, H, Dh);
+        heads_merge(m->d_tmp, m->d_v, Be, N, H, Dh);
         linear_backward(m->d_tmp2, g->wv, NULL, m->d_tmp, a->ln1, w->wv, R, D, D);
         add_inplace(m->d_att, m->d_tmp2, (size_t)R * D);
         layernorm_backward(m->d_tmp, g->ln1_w, g->ln1_b, m->d_att, a->res_in, w->ln1_w, a->ln1_mean, a->ln1_rstd, R,

@@ -229,7 +229,8 @@ static int run_child(const run_cfg *c, const runner_opts *o, const char *run_dir
         if (o->threads > 0) lra_set_threads(o->threads);
         char logp[1400];
         snprintf(logp, sizeof logp, "%s/log.txt", run_dir);
-        FILE *log = fopen(logp, "w");
+        /* A run continuing from its checkpoint keeps the log of the process that was stopped. */
+        FILE *log = fopen(logp, ckpt && access(ckpt, F_OK) == 0 ? "a" : "w");
         train_opts to = {.curves_path = curves_csv, .log = log, .verbose = 1, .tty = isatty(2), .max_mem = o->max_mem,
                          .fault = fault, .run_label = label, .ckpt_path = ckpt};
         if (log) {
