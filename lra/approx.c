@@ -1106,6 +1106,11 @@ int cmd_approx(int argc, char **argv) {
     char dir[600];
     snprintf(dir, sizeof dir, "%s", out_arg ? out_arg : "");
     if (!out_arg) snprintf(dir, sizeof dir, "results/%s", cfg->name);
+    if (lra_move_aside_if(dir, "approx.csv", err, sizeof err)) {
+        fprintf(stderr, "lra: error: %s\n", err);
+        free(cfg);
+        return 1;
+    }
     {
         char tmp[600];
         snprintf(tmp, sizeof tmp, "%s", dir);

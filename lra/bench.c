@@ -782,11 +782,16 @@ int cmd_bench(int argc, char **argv) {
         }
         for (int i = 0; !rc && i < plan.n_runs; i++) {
             int dup = -1;
-            for (int j = 0; j < n_mech; j++)
-                if (!strcmp(mech[j].attn_label, plan.runs[i].attn_label)) dup = j;
+            /* a model/train sweep axis shows in the label after a space ("softmax d_model=32") */
+            const char *li = plan.runs[i].attn_label;
+            size_t ni = strcspn(li, " ");
+            for (int j = 0; j < n_mech; j++) {
+                const char *lj = mech[j].attn_label;
+                if (strcspn(lj, " ") == ni && !strncmp(lj, li, ni)) dup = j;
+            }
             if (dup >= 0) {
-                fprintf(stderr, "lra: error: %s: two runs share the mechanism %s: a bench config sweeps attention "
-                                "entries only (no lists in model:)\n", config, plan.runs[i].attn_label);
+                fprintf(stderr, "lra: error: %s: two runs share the mechanism %.*s: a bench config sweeps attention "
+                                "entries only (no lists in model:)\n", config, (int)ni, li);
                 rc = 2;
             } else if (n_mech == BENCH_MAX_MECH) {
                 fprintf(stderr, "lra: error: %s: more than %d mechanisms\n", config, BENCH_MAX_MECH);
@@ -854,6 +859,12 @@ int cmd_bench(int argc, char **argv) {
     snprintf(csv_path, sizeof csv_path, "%s/bench.csv", dir);
     snprintf(maxlen_path, sizeof maxlen_path, "%s/maxlen.csv", dir);
     if (!dry) {
+        char merr[512];
+        if (lra_move_aside_if(dir, "bench.csv", merr, sizeof merr)) {
+            fprintf(stderr, "lra: error: %s\n", merr);
+            free(mech);
+            return 2;
+        }
         mkdir_p(dir);
         unlink(csv_path); /* one invocation, one table */
         unlink(maxlen_path);

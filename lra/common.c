@@ -1,6 +1,9 @@
 #include "common.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,4 +133,17 @@ int lra_edit_distance(const char *a, const char *b) {
             d[i][j] = c < x ? (c < y ? c : y) : (x < y ? x : y);
         }
     return d[la][lb];
+}
+
+int lra_move_aside_if(const char *dir, const char *file, char *err, size_t errlen) {
+    char path[4200], aside[4200], stamp[32];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (stat(path, &sb) || sb.st_size == 0) return 0;
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
+    snprintf(aside, sizeof aside, "%s.old-%s", dir, stamp);
+    if (rename(dir, aside)) return lra_errorf(err, errlen, "cannot move %s to %s: %s", dir, aside, strerror(errno));
+    fprintf(stderr, "lra: %s held an earlier study: moved it to %s\n", dir, aside);
+    return 0;
 }

@@ -63,4 +63,9 @@ uint64_t lra_fnv1a(uint64_t h, const void *data, size_t n);
 /* Levenshtein edit distance between two short strings (for "did you mean" hints). */
 int lra_edit_distance(const char *a, const char *b);
 
+/* If dir/file exists and is not empty, rename dir to "dir.old-YYYYmmdd-HHMMSS" (local time) so a new
+ * study never overwrites an earlier one, and say so on stderr. Returns 0 (also when there was
+ * nothing to move), or -1 with the reason in err when the rename fails. */
+int lra_move_aside_if(const char *dir, const char *file, char *err, size_t errlen);
+
 #endif

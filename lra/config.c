@@ -1063,6 +1063,27 @@ static int check_exp_name(loader *L, const char *name, loc_t at) {
     return 0;
 }
 
+/* Runs of one attention entry that differ in a model, train or task sweep axis other than seq_len
+ * and the seed are different series: their label gets " key=value" for each such axis, so the
+ * summary and the charts never average them together as if they were seeds. Memory keys are
+ * already in the label of language-modelling runs. */
+static void label_sweep_axes(run_cfg *c, setting **S, const int *idx, int nS) {
+    static const char *const skip[] = {"task.seq_len", "train.seed", "train.seeds", "model.memory", "model.mem_len",
+                                       "model.cmem_len", "model.compression_rate", "model.compression"};
+    size_t cap = sizeof c->attn_label, used = strlen(c->attn_label);
+    for (int i = 0; i < nS && used + 1 < cap; i++) {
+        if (S[i]->n < 2 || S[i]->sec == SEC_ATTN) continue;
+        int skipped = 0;
+        for (size_t j = 0; j < sizeof skip / sizeof skip[0]; j++) skipped |= !strcmp(S[i]->label, skip[j]);
+        if (skipped) continue;
+        const char *key = strrchr(S[i]->label, '.');
+        key = key ? key + 1 : S[i]->label;
+        int n = snprintf(c->attn_label + used, cap - used, " %s=%s", key, S[i]->vals[idx[i]]);
+        if (n < 0) break;
+        used += (size_t)n;
+    }
+}
+
 static int expand(loader *L, resolved *R, run_plan *plan) {
     char exp_name[64];
     if (L->exp_name) {
@@ -1144,6 +1165,7 @@ static int expand(loader *L, resolved *R, run_plan *plan) {
                 return -1;
             }
             config_finalize(c);
+            label_sweep_axes(c, S, idx, nS);
             nr++;
             /* Mixed-radix increment, last setting fastest. */
             int i = nS - 1;

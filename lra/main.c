@@ -42,11 +42,12 @@ static void usage_run(FILE *f) {
             "  -s, --set KEY=VALUE  override a config key, e.g. --set train.steps=100 --set task.seq_len=[64,128]\n"
             "                       --set attention.impl=materialized (every entry that has the key)\n"
             "  -j, --threads N      OpenMP threads per run (default: all cores)\n"
-            "      --resume         skip runs whose run_id is already in runs.csv\n"
+            "      --resume         continue the sweep in DIR: skip runs whose row is ok, run the others again\n"
             "      --force          move existing results aside (DIR.old-TIMESTAMP) and start over\n"
             "      --shard I/N      run only runs with index %% N == I (cluster job arrays)\n"
             "      --dry-run        print the plan (one line per run) and exit\n"
-            "      --max-mem SIZE   refuse runs whose planned memory exceeds SIZE (e.g. 400M, 2G): status oom\n"
+            "      --max-mem SIZE   refuse runs whose planned memory exceeds SIZE (e.g. 400M, 2G): status oom;\n"
+            "                       default: the physical memory\n"
             "      --no-plot        do not write charts and summary.md at the end\n"
             "  -h, --help           this help\n");
 }

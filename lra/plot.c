@@ -898,7 +898,7 @@ static void md_published(FILE *f, const ctx_t *x) {
         if (!first) continue;
         const char *label = x->s[s0].label;
         char attn[64];
-        snprintf(attn, sizeof attn, "%.*s", (int)strcspn(label, "("), label);
+        snprintf(attn, sizeof attn, "%.*s", (int)strcspn(label, "( +"), label);
         fputs("| ", f);
         md_code(f, label, 1);
         fputs(" |", f);

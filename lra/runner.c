@@ -231,7 +231,11 @@ static int run_child(const run_cfg *c, const runner_opts *o, const char *run_dir
         snprintf(logp, sizeof logp, "%s/log.txt", run_dir);
         /* A run continuing from its checkpoint keeps the log of the process that was stopped. */
         FILE *log = fopen(logp, ckpt && access(ckpt, F_OK) == 0 ? "a" : "w");
-        train_opts to = {.curves_path = curves_csv, .log = log, .verbose = 1, .tty = isatty(2), .max_mem = o->max_mem,
+        /* Without --max-mem the budget is physical memory: a plan beyond it is an `oom` row, not an
+         * allocation failure half way through. */
+        long long max_mem = o->max_mem > 0 ? o->max_mem
+                                           : (long long)sysconf(_SC_PHYS_PAGES) * (long long)sysconf(_SC_PAGESIZE);
+        train_opts to = {.curves_path = curves_csv, .log = log, .verbose = 1, .tty = isatty(2), .max_mem = max_mem,
                          .fault = fault, .run_label = label, .ckpt_path = ckpt};
         if (log) {
             fprintf(log, "run %s (%s), config %s, lra %s, %d threads\n", c->run_id, label, c->config_path, LRA_VERSION,
@@ -353,6 +357,19 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
         return 2;
     }
 
+    int n_foreign = 0; /* finished runs of another config in this directory */
+    for (int i = 0; i < n_done; i++) {
+        int found = 0;
+        for (int r = 0; r < plan->n_runs && !found; r++) found = !strcmp(plan->runs[r].run_id, done[i]);
+        n_foreign += !found;
+    }
+    if (n_foreign)
+        fprintf(stderr,
+                "lra: warning: %s holds %d finished run%s that %s not in this config (was it changed since?); %s kept "
+                "and summary.md shows them beside the new ones: use --force to start over, or another --out\n",
+                runs_csv, n_foreign, n_foreign == 1 ? "" : "s", n_foreign == 1 ? "is" : "are",
+                n_foreign == 1 ? "it is" : "they are");
+
     int shard_n = o->shard_n > 0 ? o->shard_n : 1;
     int *todo = xmalloc(sizeof(int) * (size_t)(plan->n_runs ? plan->n_runs : 1));
     int n_todo = 0, n_skipped = 0, n_dup = 0;
@@ -468,7 +485,7 @@ int runner_run(const run_plan *plan, const runner_opts *o) {
     signal(SIGTERM, SIG_DFL);
 
     if (!o->no_plot && access(runs_csv, F_OK) == 0) {
-        if (plot_results(out, 0, err, sizeof err)) fprintf(stderr, "lra: warning: charts: %s\n", err);
+        if (plot_results(out, 1, err, sizeof err)) fprintf(stderr, "lra: warning: charts: %s\n", err);
     }
     if (o->no_plot) printf("results: %s (runs.csv, curves.csv; charts and summary.md: lra plot %s)\n", out, out);
     else printf("results: %s (runs.csv, curves.csv, summary.md, charts)\n", out);

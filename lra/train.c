@@ -277,8 +277,8 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         if (!bad && o->curves_path) bad = curves_restore(o->curves_path, c, ck.curve, ck.n_curve, err, sizeof err);
         if (bad) {
             snprintf(rep->status, sizeof rep->status, STATUS_FAILED);
-            snprintf(rep->reason, sizeof rep->reason, "checkpoint: %s", err);
-            tlog(o, "error: checkpoint: %s\n", err);
+            snprintf(rep->reason, sizeof rep->reason, "checkpoint unusable (delete it to start this run over): %s", err);
+            tlog(o, "error: checkpoint: %s\n(delete %s to start this run over)\n", err, o->ckpt_path);
             ckpt_train_state_free(&ck);
             free(curve);
             free(perm);

@@ -109,4 +109,12 @@ expect_rc 2 "$LRA" bench "$T/e6.yaml"; expect_err "sweeps attention entries only
 expect_rc 2 "$LRA" bench configs/ci/efficiency.yaml --set bench.stepz=1; expect_err "did you mean 'steps'"
 expect_rc 2 "$LRA" bench configs/ci/efficiency.yaml --d-model 32; expect_err "model flags apply without a config"
 [ ! -e "$T/e" ] || fail "a config error created the results directory"
+
+# a second study into the same directory moves the first one aside, never overwrites it
+expect_rc 0 "$LRA" bench -a softmax -n 64 --steps 1 --warmup 0 --no-probe --no-inference --out "$T/twice"
+expect_rc 0 "$LRA" bench -a linear -n 64 --steps 1 --warmup 0 --no-probe --no-inference --out "$T/twice"
+expect_err "held an earlier study: moved it to $T/twice.old-"
+old=$(ls -d "$T"/twice.old-* | head -1)
+[ "$(col label "$old/bench.csv")" = softmax ] || fail "the first study was not kept: $(col label "$old/bench.csv")"
+[ "$(col label "$T/twice/bench.csv")" = linear ] || fail "second study: $(col label "$T/twice/bench.csv")"
 exit 0

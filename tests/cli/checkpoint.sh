@@ -49,6 +49,6 @@ ck="$T/bad/checkpoints/$id0.ckpt"
 printf 'X' | dd of="$ck" bs=1 seek=600 conv=notrunc 2>/dev/null
 expect_rc 1 "$LRA" run $S --set train.checkpoint_every=10 --resume --out "$T/bad" "$T/tiny.yaml"
 [ "$(col status "$T/bad/runs.csv" | tail -1)" = "failed" ] || fail "corrupt checkpoint: $(col status "$T/bad/runs.csv")"
-col reason "$T/bad/runs.csv" | tail -1 | grep -q "checkpoint: .*$id0.ckpt: CRC mismatch" || \
+col reason "$T/bad/runs.csv" | tail -1 | grep -q "checkpoint unusable (delete it to start this run over): .*$id0.ckpt: CRC mismatch" || \
   fail "reason: $(col reason "$T/bad/runs.csv" | tail -1)"
 exit 0

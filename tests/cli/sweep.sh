@@ -36,4 +36,10 @@ expect_rc 0 "$LRA" run --threads 2 --shard 1/2 --out "$T/sh" "$T/tiny.yaml"
 rm -f "$T/a/summary.md"
 expect_rc 0 "$LRA" plot "$T/a"; [ -s "$T/a/summary.md" ] || fail "plot did not write summary.md"
 expect_rc 2 "$LRA" plot "$T/nonexistent"
+
+# runs of one mechanism that differ in a model/train axis are separate series (labels), not seeds
+expect_rc 0 "$LRA" run --dry-run --out "$T/axes" configs/quickstart.yaml --set attention=[softmax] \
+  --set task.seq_len=[64] --set 'model.d_model=[32,64]' --set 'train.lr=[0.001,0.01]'
+expect_out "softmax d_model=32 lr=0.001"
+expect_out "softmax d_model=64 lr=0.01"
 exit 0
