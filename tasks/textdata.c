@@ -628,16 +628,19 @@ int textdata_resolve_path(const char *path, const task_env *env, int (*exists_fn
     size_t st = pl;
     while (st > 0 && path[st - 1] != '/') st--;
     snprintf(last, sizeof last, "%.*s", (int)LRA_MIN(pl - st, sizeof last - 1), path + st);
-    if (!strcmp(last, "spam") || !strcmp(last, "brown")) {
-        const char *shown = path;
-        size_t dl = env->data_dir ? strlen(env->data_dir) : 0;
-        if (data_idx >= 0 && !(dl && strncmp(path, env->data_dir, dl) == 0 && path[dl] == '/')) shown = cand[data_idx];
-        return lra_errorf(err, errlen, "task.path: %s not found: run scripts/fetch-data.sh %s", shown, last);
-    }
     char tried[3 * PATH_MAX + 16] = "";
     for (int c = 0; c < nc; c++) {
         if (c) strcat(tried, ", ");
         strncat(tried, cand[c], PATH_MAX);
+    }
+    if (!strcmp(last, "spam") || !strcmp(last, "brown")) {
+        const char *shown = path;
+        size_t dl = env->data_dir ? strlen(env->data_dir) : 0;
+        if (data_idx >= 0 && !(dl && strncmp(path, env->data_dir, dl) == 0 && path[dl] == '/')) shown = cand[data_idx];
+        return lra_errorf(err, errlen,
+                          "task.path: %s not found: run scripts/fetch-data.sh %s (it fills data/ of the lra checkout; "
+                          "looked at: %s; corpora elsewhere: set task.data_dir)",
+                          shown, last, tried);
     }
     return lra_errorf(err, errlen, "task.path: '%s' not found (looked at: %s)", path, tried);
 }

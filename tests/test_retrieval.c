@@ -462,8 +462,11 @@ static void test_pair_errors(void **state) {
     task_env e = {.seed = 0, .seq_len = 16, .base_dir = ".", .data_dir = dd};
     char err[1024];
     assert_int_equal(task_retrieval.validate(&q, &e, err, sizeof err), -1);
-    char want[600];
-    snprintf(want, sizeof want, "task.path: %s/brown not found: run scripts/fetch-data.sh brown", dd);
+    char want[1200];
+    snprintf(want, sizeof want,
+             "task.path: %s/brown not found: run scripts/fetch-data.sh brown (it fills data/ of the lra checkout; "
+             "looked at: brown, %s/brown; corpora elsewhere: set task.data_dir)",
+             dd, dd);
     assert_string_equal(err, want);
     q = defaults("/nonexistent/aan");
     e.data_dir = "data";

@@ -681,8 +681,11 @@ static void test_dir_errors(void **state) {
     e.data_dir = dd;
     p = defaults("brown");
     assert_int_equal(task_text.validate(&p, &e, err, sizeof err), -1);
-    char want[600];
-    snprintf(want, sizeof want, "task.path: %s/brown not found: run scripts/fetch-data.sh brown", dd);
+    char want[1200];
+    snprintf(want, sizeof want,
+             "task.path: %s/brown not found: run scripts/fetch-data.sh brown (it fills data/ of the lra checkout; "
+             "looked at: brown, %s/brown; corpora elsewhere: set task.data_dir)",
+             dd, dd);
     assert_string_equal(err, want);
     p = defaults("spam");
     assert_int_equal(task_text.validate(&p, &e, err, sizeof err), -1);
