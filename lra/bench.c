@@ -353,7 +353,7 @@ static void probe_longest(const run_cfg *base, const bench_opts *o, long long li
     for (int i = 0; i < nc && cand[i] <= lim; i++) {
         long long p = plan_bytes(base, cand[i], B, why, sizeof why);
         if (p <= 0) {
-            snprintf(pr->note, sizeof pr->note, "seq_len %d rejected: %s", cand[i], why);
+            snprintf(pr->note, sizeof pr->note, "seq_len %d rejected: %.200s", cand[i], why);
             pr->next = cand[i];
             break;
         }

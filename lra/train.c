@@ -202,7 +202,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
     double td = lra_now();
     if (c->task_ops->build(c->task_params.bytes, &env, splits, err, sizeof err)) {
         snprintf(rep->status, sizeof rep->status, STATUS_FAILED);
-        snprintf(rep->reason, sizeof rep->reason, "data: %s", err);
+        snprintf(rep->reason, sizeof rep->reason, "data: %.240s", err);
         tlog(o, "error: data: %s\n", err);
         rep->wall_s = lra_now() - t0;
         return -1;
@@ -226,7 +226,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
     if (model_build(m, c, t->batch_size, vocab, n_classes, c->task_ops->kind, o->max_mem, err, sizeof err)) {
         int oom = strstr(err, "--max-mem") != NULL;
         snprintf(rep->status, sizeof rep->status, "%s", oom ? STATUS_OOM : STATUS_FAILED);
-        snprintf(rep->reason, sizeof rep->reason, "%s", err);
+        snprintf(rep->reason, sizeof rep->reason, "%.250s", err);
         rep->mem_planned = (long long)model_planned_total(m);
         tlog(o, "error: %s\n", err);
         model_free(m);
@@ -277,7 +277,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         if (!bad && o->curves_path) bad = curves_restore(o->curves_path, c, ck.curve, ck.n_curve, err, sizeof err);
         if (bad) {
             snprintf(rep->status, sizeof rep->status, STATUS_FAILED);
-            snprintf(rep->reason, sizeof rep->reason, "checkpoint unusable (delete it to start this run over): %s", err);
+            snprintf(rep->reason, sizeof rep->reason, "checkpoint unusable (delete it to start this run over): %.190s", err);
             tlog(o, "error: checkpoint: %s\n(delete %s to start this run over)\n", err, o->ckpt_path);
             ckpt_train_state_free(&ck);
             free(curve);
