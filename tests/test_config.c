@@ -570,8 +570,9 @@ static void test_sweep_order(void **state) {
             distinct_pairs += !same;
         }
     assert_int_equal(distinct_pairs, 72 * 71 / 2 - 24);
-    assert_string_equal(plan.runs[48].attn_label, "softmax(impl=materialized)");
-    assert_string_equal(plan.runs[24].attn_label, "softmax");
+    /* model/train axes other than the seed are part of the label (seq_len is its own column) */
+    assert_string_equal(plan.runs[48].attn_label, "softmax(impl=materialized) d_model=32 lr=1e-3");
+    assert_string_equal(plan.runs[24].attn_label, "softmax d_model=32 lr=1e-3");
     config_plan_free(&plan);
 }
 

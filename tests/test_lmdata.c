@@ -872,7 +872,10 @@ static void test_task_errors(void **state) {
     lm_params(P, "brown", NULL);
     e.data_dir = tpath("nodata");
     assert_int_equal(task_lm.validate(P, &e, err, sizeof err), -1);
-    snprintf(want, sizeof want, "task.path: %s/nodata/brown not found: run scripts/fetch-data.sh brown", tmp_root);
+    snprintf(want, sizeof want,
+             "task.path: %s/nodata/brown not found: run scripts/fetch-data.sh brown (it fills data/ of the lra "
+             "checkout; looked at: brown, %s/nodata/brown; corpora elsewhere: set task.data_dir)",
+             tmp_root, tmp_root);
     assert_string_equal(err, want);
     e.data_dir = "";
     lm_params(P, "enwik8.zip", NULL);
