@@ -28,47 +28,9 @@
 #include "results.h"
 #include "train.h"
 
-static void tlog(const train_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tlog(const train_opts *o, const char *fmt, ...) {
-    va_list ap;
-    if (o->log) {
-        va_start(ap, fmt);
-        vfprintf(o->log, fmt, ap);
-        va_end(ap);
-        fflush(o->log);
-    }
-    if (o->verbose) {
-        if (o->tty) fputs("\r\033[K", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-    }
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-static void append_curve(const train_opts *o, const run_cfg *c, int step, double loss, double val, float lr,
-                         double elapsed) {
-    if (!o->curves_path) return;
-    char f[CURVES_N_COLUMNS][64];
-    const char *fields[CURVES_N_COLUMNS];
-    snprintf(f[COL_CURVES_run_id], 64, "%s", c->run_id);
-    snprintf(f[COL_CURVES_task], 64, "%s", c->task.name);
-    snprintf(f[COL_CURVES_seq_len], 64, "%d", c->task.seq_len);
-    snprintf(f[COL_CURVES_seed], 64, "%d", c->train.seed);
-    snprintf(f[COL_CURVES_step], 64, "%d", step);
-    snprintf(f[COL_CURVES_train_loss], 64, "%.6g", loss);
-    snprintf(f[COL_CURVES_val], 64, "%.6g", val);
-    snprintf(f[COL_CURVES_lr], 64, "%.6g", (double)lr);
-    snprintf(f[COL_CURVES_elapsed_s], 64, "%.3f", elapsed);
-    for (int i = 0; i < CURVES_N_COLUMNS; i++) fields[i] = f[i];
-    fields[COL_CURVES_label] = c->attn_label;
-    char err[512];
-    if (csv_append_row(o->curves_path, curves_columns, fields, CURVES_N_COLUMNS, err, sizeof err))
-        tlog(o, "warning: %s\n", err);
 }
 
 static void progress_bar(const train_opts *o, int step, int steps, double loss, double val, double tps, double eta) {
@@ -90,7 +52,7 @@ static int fail(run_report *rep, const train_opts *o, double t0, const char *sta
     vsnprintf(rep->reason, sizeof rep->reason, fmt, ap);
     va_end(ap);
     snprintf(rep->status, sizeof rep->status, "%s", status);
-    tlog(o, "error: %s\n", rep->reason);
+    train_log(o, "error: %s\n", rep->reason);
     rep->wall_s = lra_now() - t0;
     return -1;
 }
@@ -111,7 +73,7 @@ int lm_train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
     double td = lra_now();
     if (c->task_ops->build(c->task_params.bytes, &env, splits, err, sizeof err))
         return fail(rep, o, t0, STATUS_FAILED, "data: %s", err);
-    tlog(o, "data: %s, %zu train / %zu val / %zu test bytes (%.2f s); segment %d bytes\n", c->task.name,
+    train_log(o, "data: %s, %zu train / %zu val / %zu test bytes (%.2f s); segment %d bytes\n", c->task.name,
          splits[0].stream_len, splits[1].stream_len, splits[2].stream_len, lra_now() - td, c->task.seq_len);
     int B = t->batch_size, L = c->task.seq_len;
     size_t P = splits[SPLIT_TRAIN].stream_len > 0 ? (splits[SPLIT_TRAIN].stream_len - 1) / (size_t)B : 0;
@@ -163,7 +125,7 @@ int lm_train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
                         ec.task.seq_len, ec.model.mem_len, err);
         }
         rep->mem_planned += (long long)lm_planned_total(em);
-        tlog(o, "evaluation model: segment %d, mem_len %d (parameters copied from the training model)\n",
+        train_log(o, "evaluation model: segment %d, mem_len %d (parameters copied from the training model)\n",
              ec.task.seq_len, ec.model.mem_len);
         if (o->log) lm_print_plan(em, o->log);
     }
@@ -190,7 +152,7 @@ int lm_train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         if (!isfinite(loss)) {
             snprintf(rep->status, sizeof rep->status, STATUS_DIVERGED);
             snprintf(rep->reason, sizeof rep->reason, "non-finite training loss at step %d", step + 1);
-            tlog(o, "diverged: %s\n", rep->reason);
+            train_log(o, "diverged: %s\n", rep->reason);
             status_set = 1;
             break;
         }
@@ -230,11 +192,11 @@ int lm_train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
                 lm_snapshot_best(m);
             }
             last_val = val;
-            append_curve(o, c, done, last_win_loss, val, lr, lra_now() - t0);
+            train_append_curve(o, c, done, last_win_loss, val, lr, lra_now() - t0);
             char rbuf[64] = "";
             if (m->memory == MEMORY_COMPRESSIVE && win_n)
                 snprintf(rbuf, sizeof rbuf, ", recon loss %.4e", win_recon / win_n);
-            tlog(o, "%s eval step %d: train loss %.4f (%.4f bpb)%s, val %.4f bpb over %lld bytes (best %.4f at step %d; %.1f s)\n",
+            train_log(o, "%s eval step %d: train loss %.4f (%.4f bpb)%s, val %.4f bpb over %lld bytes (best %.4f at step %d; %.1f s)\n",
                  o->run_label ? o->run_label : "", done, last_win_loss, last_win_loss / log(2.0), rbuf, val, np,
                  rep->best_val, rep->best_step, lra_now() - te);
             win_loss = 0;
@@ -249,7 +211,7 @@ int lm_train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
             snprintf(rep->status, sizeof rep->status, STATUS_TIMEOUT);
             snprintf(rep->reason, sizeof rep->reason, "train.max_minutes %.3g reached after %d of %d steps",
                      (double)t->max_minutes, done, t->steps);
-            tlog(o, "timeout: %s\n", rep->reason);
+            train_log(o, "timeout: %s\n", rep->reason);
             status_set = 1;
             break;
         }
@@ -270,7 +232,7 @@ int lm_train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         long long np = 0;
         if (em != m) memcpy(em->arenas[MEM_PARAMS].base, m->arenas[MEM_PARAMS].base, m->n_params * sizeof(float));
         rep->test = lm_eval_bpb(em, splits[SPLIT_TEST].stream, splits[SPLIT_TEST].stream_len, 0, &np);
-        tlog(o, "test %.4f bpb over %lld bytes with the parameters of step %d (best val %.4f bpb)\n", rep->test, np,
+        train_log(o, "test %.4f bpb over %lld bytes with the parameters of step %d (best val %.4f bpb)\n", rep->test, np,
              rep->best_step, rep->best_val);
     }
     if (!status_set) snprintf(rep->status, sizeof rep->status, STATUS_OK);

@@ -24,8 +24,7 @@
 #include "results.h"
 #include "rng.h"
 
-static void tlog(const train_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tlog(const train_opts *o, const char *fmt, ...) {
+void train_log(const train_opts *o, const char *fmt, ...) {
     va_list ap;
     if (o->log) {
         va_start(ap, fmt);
@@ -106,15 +105,15 @@ static void curve_fields(const run_cfg *c, int step, double loss, double val, fl
     fields[COL_CURVES_label] = c->attn_label;
 }
 
-static void append_curve(const train_opts *o, const run_cfg *c, int step, double loss, double val, float lr,
-                         double elapsed) {
+void train_append_curve(const train_opts *o, const run_cfg *c, int step, double loss, double val, float lr,
+                        double elapsed) {
     if (!o->curves_path) return;
     char f[CURVES_N_COLUMNS][64];
     const char *fields[CURVES_N_COLUMNS];
     curve_fields(c, step, loss, val, lr, elapsed, f, fields);
     char err[512];
     if (csv_append_row(o->curves_path, curves_columns, fields, CURVES_N_COLUMNS, err, sizeof err))
-        tlog(o, "warning: %s\n", err);
+        train_log(o, "warning: %s\n", err);
 }
 
 /* Resuming: make this run's rows of curves.csv exactly the n rows saved in the checkpoint. Rows a
@@ -179,7 +178,7 @@ static int curves_restore(const char *path, const run_cfg *c, const ckpt_curve_r
 static void save_checkpoint(const train_opts *o, const model_t *m, const ckpt_train_state *s) {
     char err[1024];
     double ts = lra_now();
-    if (ckpt_save(o->ckpt_path, m, s, err, sizeof err)) tlog(o, "warning: checkpoint not written: %s\n", err);
+    if (ckpt_save(o->ckpt_path, m, s, err, sizeof err)) train_log(o, "warning: checkpoint not written: %s\n", err);
     else if (o->log)
         fprintf(o->log, "checkpoint: step %ld written to %s (%.2f s)\n", m->step, o->ckpt_path, lra_now() - ts);
 }
@@ -203,13 +202,13 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
     if (c->task_ops->build(c->task_params.bytes, &env, splits, err, sizeof err)) {
         snprintf(rep->status, sizeof rep->status, STATUS_FAILED);
         snprintf(rep->reason, sizeof rep->reason, "data: %.240s", err);
-        tlog(o, "error: data: %s\n", err);
+        train_log(o, "error: data: %s\n", err);
         rep->wall_s = lra_now() - t0;
         return -1;
     }
     int n_classes = task_n_classes(c->task_ops, c->task_params.bytes, splits);
     rep->majority = task_majority_rate(&splits[SPLIT_TEST], n_classes);
-    tlog(o, "data: %s, %d train / %d val / %d test examples, seq_len %d (%.2f s); test majority-class rate %.2f%%\n",
+    train_log(o, "data: %s, %d train / %d val / %d test examples, seq_len %d (%.2f s); test majority-class rate %.2f%%\n",
          c->task.name, splits[0].n, splits[1].n, splits[2].n, c->task.seq_len, lra_now() - td, 100 * rep->majority);
     if (splits[SPLIT_TRAIN].n == 0 || splits[SPLIT_VAL].n == 0 || splits[SPLIT_TEST].n == 0) {
         snprintf(rep->status, sizeof rep->status, STATUS_FAILED);
@@ -228,7 +227,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         snprintf(rep->status, sizeof rep->status, "%s", oom ? STATUS_OOM : STATUS_FAILED);
         snprintf(rep->reason, sizeof rep->reason, "%.250s", err);
         rep->mem_planned = (long long)model_planned_total(m);
-        tlog(o, "error: %s\n", err);
+        train_log(o, "error: %s\n", err);
         model_free(m);
         free(m);
         for (int i = 0; i < N_SPLITS; i++) task_split_free(&splits[i]);
@@ -266,7 +265,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         ckpt_info ci;
         int bad = ckpt_read_info(o->ckpt_path, &ci, err, sizeof err);
         if (!bad && ci.threads != lra_threads())
-            tlog(o, "warning: %s was written with %d threads, this process has %d: the results may differ in the "
+            train_log(o, "warning: %s was written with %d threads, this process has %d: the results may differ in the "
                     "last bits from an uninterrupted run\n", o->ckpt_path, ci.threads, lra_threads());
         if (!bad) bad = ckpt_load(o->ckpt_path, m, 1, &ck, err, sizeof err);
         if (!bad && (m->step > t->steps || ck.n_step_times != m->step || ck.pos < 0 || ck.pos > tr->n ||
@@ -278,7 +277,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         if (bad) {
             snprintf(rep->status, sizeof rep->status, STATUS_FAILED);
             snprintf(rep->reason, sizeof rep->reason, "checkpoint unusable (delete it to start this run over): %.190s", err);
-            tlog(o, "error: checkpoint: %s\n(delete %s to start this run over)\n", err, o->ckpt_path);
+            train_log(o, "error: checkpoint: %s\n(delete %s to start this run over)\n", err, o->ckpt_path);
             ckpt_train_state_free(&ck);
             free(curve);
             free(perm);
@@ -306,7 +305,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         if (n_curve > 0) memcpy(curve, ck.curve, sizeof(ckpt_curve_row) * (size_t)n_curve);
         t_prev = ck.elapsed_s;
         ckpt_train_state_free(&ck);
-        tlog(o, "resumed from %s at step %d of %d (best val %.2f%% at step %d)\n", o->ckpt_path, start, t->steps,
+        train_log(o, "resumed from %s at step %d of %d (best val %.2f%% at step %d)\n", o->ckpt_path, start, t->steps,
              100 * rep->best_val, rep->best_step);
     }
     int ckpt_on = o->ckpt_path && (t->checkpoint_every > 0 || t->save_model);
@@ -336,7 +335,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
         if (!isfinite(loss)) {
             snprintf(rep->status, sizeof rep->status, STATUS_DIVERGED);
             snprintf(rep->reason, sizeof rep->reason, "non-finite training loss at step %d", step + 1);
-            tlog(o, "diverged: %s\n", rep->reason);
+            train_log(o, "diverged: %s\n", rep->reason);
             status_set = 1;
             break;
         }
@@ -370,8 +369,8 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
             last_val = val;
             double el = lra_now() - t0 + t_prev;
             curve[n_curve++] = (ckpt_curve_row){done, last_win_loss, val, (double)lr, el};
-            append_curve(o, c, done, last_win_loss, val, lr, el);
-            tlog(o, "%s eval step %d: train loss %.4f, val accuracy %.2f%% (best %.2f%% at step %d)\n",
+            train_append_curve(o, c, done, last_win_loss, val, lr, el);
+            train_log(o, "%s eval step %d: train loss %.4f, val accuracy %.2f%% (best %.2f%% at step %d)\n",
                  o->run_label ? o->run_label : "", done, last_win_loss, 100 * val, 100 * rep->best_val, rep->best_step);
             win_loss = 0;
             win_n = 0;
@@ -388,7 +387,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
             snprintf(rep->status, sizeof rep->status, STATUS_TIMEOUT);
             snprintf(rep->reason, sizeof rep->reason, "train.max_minutes %.3g reached after %d of %d steps",
                      (double)t->max_minutes, done, t->steps);
-            tlog(o, "timeout: %s\n", rep->reason);
+            train_log(o, "timeout: %s\n", rep->reason);
             status_set = 1;
             if (ckpt_on) { /* so `lra run --resume` continues from here */
                 ckpt_train_state s = LOOP_STATE();
@@ -406,7 +405,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
             ckpt_train_state s = LOOP_STATE();
             save_checkpoint(o, m, &s);
         } else if (unlink(o->ckpt_path) && errno != ENOENT) {
-            tlog(o, "warning: cannot remove %s: %s\n", o->ckpt_path, strerror(errno));
+            train_log(o, "warning: cannot remove %s: %s\n", o->ckpt_path, strerror(errno));
         }
     }
 #undef LOOP_STATE
@@ -424,7 +423,7 @@ int train_run(const run_cfg *c, const train_opts *o, run_report *rep) {
     if (rep->best_step > 0) {
         model_restore_best(m);
         rep->test = evaluate(m, &splits[SPLIT_TEST], 0);
-        tlog(o, "test accuracy %.2f%% with the parameters of step %d (best val %.2f%%); majority-class rate %.2f%%\n",
+        train_log(o, "test accuracy %.2f%% with the parameters of step %d (best val %.2f%%); majority-class rate %.2f%%\n",
              100 * rep->test, rep->best_step, 100 * rep->best_val, 100 * rep->majority);
     }
     if (!status_set) snprintf(rep->status, sizeof rep->status, STATUS_OK);

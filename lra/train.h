@@ -51,4 +51,12 @@ typedef struct {
  * Returns 0 when status is ok. Never exits the process except through a crash. */
 int train_run(const run_cfg *c, const train_opts *o, run_report *rep);
 
+/* Log a line to o->log (flushed) and, when o->verbose, to stderr (clearing a progress line on a
+ * tty). Shared by the classification and language-modelling loops. */
+void train_log(const train_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append one evaluation point to o->curves_path (columns CURVES_COLUMNS of results.h); a write error
+ * is logged as a warning, never fatal. */
+void train_append_curve(const train_opts *o, const run_cfg *c, int step, double loss, double val, float lr,
+                        double elapsed);
+
 #endif
