@@ -898,6 +898,33 @@ static void gp_head(FILE *f, const char *base, const char *what, int w, int h) {
 }
 
 /* BASE.dat/.gp (approx_random_lsX, approx_trained): one panel per (mechanism, knob), one line per variant, mean with min-max bars. */
+/* The multiplot of the error chart: one panel per (mechanism, knob), a line per entry. Written once
+ * per terminal (gnuplot's multiplot cannot be replotted). */
+static void write_panels(FILE *f, const ax_config *cfg, const char *base, const char *title, int rows, int cols,
+                         int n_panels, const int *first, const int *panel_of) {
+    fprintf(f, "set multiplot layout %d,%d title ", rows, cols);
+    gp_str(f, title);
+    fprintf(f, "\n");
+    for (int p = 0; p < n_panels; p++) {
+        const ax_entry *F = &cfg->entries[first[p]];
+        char t[128];
+        snprintf(t, sizeof t, "%s: %s", F->ops->name, F->knob->key);
+        fprintf(f, "set title ");
+        gp_str(f, t);
+        fprintf(f, "\nset xlabel ");
+        gp_str(f, F->knob->key);
+        fprintf(f, "\nplot ");
+        int k = 0;
+        for (int e = 0; e < cfg->n_entries; e++) {
+            if (panel_of[e] != p) continue;
+            fprintf(f, "%s'%s.dat' index %d using 1:2:4:5 with yerrorlines lw 2 title ", k++ ? ", \\\n     " : "",
+                    base, e);
+            gp_str(f, cfg->entries[e].variant[0] ? cfg->entries[e].variant : "default");
+        }
+        fprintf(f, "\n");
+    }
+}
+
 static int write_error_chart(const ax_config *cfg, const char *dir, const char *base, const ax_stat *st,
                              const char *title, char *err, size_t errlen) {
     char name[80];
@@ -932,53 +959,13 @@ static int write_error_chart(const ax_config *cfg, const char *dir, const char *
     gp_head(g.f, base, "relative error of approximate attention vs exact, against each knob", width, height);
     fprintf(g.f, "set logscale xy\nset format y '%%g'\nset key top right\n"
                  "set ylabel '||A - softmax||_F / ||softmax||_F'\n");
-    fprintf(g.f, "set multiplot layout %d,%d title ", rows, cols);
-    gp_str(g.f, title);
-    fprintf(g.f, "\n");
-    for (int p = 0; p < n_panels; p++) {
-        const ax_entry *F = &cfg->entries[first[p]];
-        char t[128];
-        snprintf(t, sizeof t, "%s: %s", F->ops->name, F->knob->key);
-        fprintf(g.f, "set title ");
-        gp_str(g.f, t);
-        fprintf(g.f, "\nset xlabel ");
-        gp_str(g.f, F->knob->key);
-        fprintf(g.f, "\nplot ");
-        int k = 0;
-        for (int e = 0; e < cfg->n_entries; e++) {
-            if (panel_of[e] != p) continue;
-            fprintf(g.f, "%s'%s.dat' index %d using 1:2:4:5 with yerrorlines lw 2 title ", k++ ? ", \\\n     " : "",
-                    base, e);
-            gp_str(g.f, cfg->entries[e].variant[0] ? cfg->entries[e].variant : "default");
-        }
-        fprintf(g.f, "\n");
-    }
+    write_panels(g.f, cfg, base, title, rows, cols, n_panels, first, panel_of);
     fprintf(g.f, "unset multiplot\n"
                  "set terminal svg noenhanced size %d,%d dynamic background rgb 'white'\n"
                  "set output '%s.svg'\n",
             width, height, base);
     /* multiplot cannot replot: run the panels again for the SVG */
-    fprintf(g.f, "set multiplot layout %d,%d title ", rows, cols);
-    gp_str(g.f, title);
-    fprintf(g.f, "\n");
-    for (int p = 0; p < n_panels; p++) {
-        const ax_entry *F = &cfg->entries[first[p]];
-        char t[128];
-        snprintf(t, sizeof t, "%s: %s", F->ops->name, F->knob->key);
-        fprintf(g.f, "set title ");
-        gp_str(g.f, t);
-        fprintf(g.f, "\nset xlabel ");
-        gp_str(g.f, F->knob->key);
-        fprintf(g.f, "\nplot ");
-        int k = 0;
-        for (int e = 0; e < cfg->n_entries; e++) {
-            if (panel_of[e] != p) continue;
-            fprintf(g.f, "%s'%s.dat' index %d using 1:2:4:5 with yerrorlines lw 2 title ", k++ ? ", \\\n     " : "",
-                    base, e);
-            gp_str(g.f, cfg->entries[e].variant[0] ? cfg->entries[e].variant : "default");
-        }
-        fprintf(g.f, "\n");
-    }
+    write_panels(g.f, cfg, base, title, rows, cols, n_panels, first, panel_of);
     fprintf(g.f, "unset multiplot\nunset output\n");
     return of_close(&g, err, errlen);
 }
